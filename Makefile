@@ -1,0 +1,38 @@
+# paykit: `make demo` and `make test` set everything up from a fresh clone (only Python 3.11 needed).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint proto lab up clean
+
+setup: $(STAMP)
+
+# Re-install when the dependencies change; the stamp records a finished install.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[lessons,dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/paykit demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check paykit tests
+
+# Regenerates the gRPC stubs in paykit/v1 from proto/ (tests/test_proto.py checks they are fresh).
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/paykit/v1/payment.proto
+
+up: setup
+	$(BIN)/paykit up
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=lessons
+
+clean:
+	rm -rf $(VENV) .paykit

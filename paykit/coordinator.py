@@ -1,0 +1,181 @@
+"""The gateway's two-phase commit coordinator (see DESIGN.md, Two-phase commit).
+
+1. claim the idempotency key and write the payment, undecided, in one transaction;
+2. send Prepare to the payer's and the payee's bank in parallel, with one deadline;
+3. log the decision (COMMIT only if both voted YES in time) together with the client's
+   response, durably, before any Commit or Abort is sent;
+4. send the decision to both banks until each acknowledges (the redriver keeps going
+   after the reply, and after a restart).
+Plain Python: the banks are reached through a `Participants` object the adapter gives.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+from paykit import eventlog, failpoints, idempotency, payments
+from paykit.db import Database
+from paykit.errors import PaykitError
+from paykit.ledger import CREDIT, DEBIT, Vote
+from paykit.payments import PaymentRecord
+
+DRIVE_INLINE_S = 1.0  # how long the request thread retries a decision before the redriver takes over
+DECISION_CALL_TIMEOUT_S = 1.0  # deadline of one Commit/Abort call
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 2.0
+LEGS = (DEBIT, CREDIT)
+
+
+class PendingVote(Protocol):
+    def wait(self, timeout_s: float) -> Vote: ...
+
+
+class Participants(Protocol):
+    """How the coordinator reaches the banks (gRPC in production, by paykit.participants)."""
+
+    def prepare(self, bank: str, txn_id: str, leg: str, account_id: str, amount_minor: int,
+                coordinator: str, timeout_s: float) -> PendingVote: ...
+
+    def decide(self, bank: str, txn_id: str, commit: bool, timeout_s: float) -> None: ...
+
+
+def leg_txn_id(payment_id: str, leg: str) -> str:
+    """Each leg is its own participant transaction, so a payment within one bank works too."""
+    return f"{payment_id}.{leg}"
+
+
+def payment_of(txn_id: str) -> str:
+    return txn_id.rsplit(".", 1)[0]
+
+
+class Coordinator:
+    def __init__(self, db: Database, participants: Participants, *, advertise: str, prepare_timeout_s: float,
+                 encode_response: Callable[[PaymentRecord], bytes], retention_s: float) -> None:
+        self.db = db
+        self.participants = participants
+        self.advertise = advertise
+        self.prepare_timeout_s = prepare_timeout_s
+        self.encode_response = encode_response
+        self.retention_s = retention_s
+
+    # -- the payment path ----------------------------------------------------
+
+    def pay(self, *, username: str, from_bank: str, from_account: str, to_bank: str, to_account: str,
+            amount_minor: int, key: str) -> bytes:
+        """Runs one payment exactly once per (user, key); returns the PayResponse bytes."""
+        fp = idempotency.fingerprint(from_bank, from_account, to_bank, to_account, amount_minor)
+        record = PaymentRecord(uuid.uuid4().hex, username, key, from_bank, from_account, to_bank, to_account,
+                               amount_minor, created_unix_ms=payments.now_ms())
+        with self.db.write() as conn:
+            claim = idempotency.claim(conn, username, key, fp, record.payment_id)
+            if claim.response is not None:
+                eventlog.event("idempotency.replay", txn_id=claim.payment_id, idempotency_key=key, user=username)
+                return claim.response
+            payments.insert(conn, record)
+        eventlog.event("2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username)
+        try:
+            decision, reason, message = self._collect_votes(record)
+            failpoints.hit("gateway.before_decision")
+        except Exception as exc:  # a bug or a crash of our own: never leave the payment undecided
+            decision, reason, message = "abort", "INTERNAL", f"the gateway failed while preparing: {exc}"
+        response = self._decide(record, decision, reason, message)
+        self._drive(replace(record, decision=decision), inline=True)
+        failpoints.hit("gateway.before_reply")
+        return response
+
+    def _collect_votes(self, p: PaymentRecord) -> tuple[str, str, str]:
+        legs = ((DEBIT, p.from_bank, p.from_account), (CREDIT, p.to_bank, p.to_account))
+        deadline = time.monotonic() + self.prepare_timeout_s
+        pending = []
+        for leg, bank, account in legs:
+            eventlog.event("2pc.prepare_sent", txn_id=p.payment_id, bank=bank, leg=leg, amount_minor=p.amount_minor)
+            pending.append(self.participants.prepare(bank, leg_txn_id(p.payment_id, leg), leg, account,
+                                                     p.amount_minor, self.advertise, self.prepare_timeout_s))
+        for (leg, bank, _), vote_future in zip(legs, pending):
+            vote = vote_future.wait(max(0.0, deadline - time.monotonic()))
+            eventlog.event("2pc.vote", txn_id=p.payment_id, bank=bank, leg=leg, vote="yes" if vote.yes else "no",
+                           reason=vote.reason or None)
+            if not vote.yes:  # one NO decides: no need to wait for the other vote
+                return "abort", vote.reason, vote.message
+        return "commit", "", ""
+
+    def _decide(self, p: PaymentRecord, decision: str, reason: str, message: str) -> bytes:
+        """Logs the decision and the client's response in one durable transaction."""
+        decided = replace(p, decision=decision, failure_reason=reason, failure_message=message)
+        response = self.encode_response(decided)
+        with self.db.write() as conn:
+            if payments.log_decision(conn, p.payment_id, decision, reason, message):
+                idempotency.store_response(conn, p.payment_id, response)
+        eventlog.event("2pc.decision", txn_id=p.payment_id, decision=decision, reason=reason or None)
+        if decision == "commit":
+            failpoints.hit("gateway.after_commit_logged")
+        return response
+
+    def _drive(self, p: PaymentRecord, *, inline: bool, down: set[str] | None = None) -> bool:
+        """Sends the logged decision to each bank not yet acknowledged; True when both have.
+
+        `down` collects banks that did not answer, so one redrive round skips them."""
+        commit = p.decision == "commit"
+        budget_s = DRIVE_INLINE_S if inline else 0.0  # the redriver tries once per round
+        down = set() if down is None else down
+        acked = {DEBIT: p.debit_acked, CREDIT: p.credit_acked}
+        for leg, bank in ((DEBIT, p.from_bank), (CREDIT, p.to_bank)):
+            if acked[leg] or bank in down:
+                continue
+            acked[leg] = self._send_decision(bank, leg_txn_id(p.payment_id, leg), commit, budget_s)
+            if not acked[leg]:
+                down.add(bank)
+                continue
+            eventlog.event("2pc.ack", txn_id=p.payment_id, bank=bank, leg=leg, decision=p.decision)
+            if leg == DEBIT and commit:
+                failpoints.hit("gateway.between_commits")
+        if acked[DEBIT] != p.debit_acked or acked[CREDIT] != p.credit_acked:
+            with self.db.write() as conn:
+                payments.record_acks(conn, p.payment_id, debit=acked[DEBIT], credit=acked[CREDIT])
+        return acked[DEBIT] and acked[CREDIT]
+
+    def _send_decision(self, bank: str, txn_id: str, commit: bool, budget_s: float) -> bool:
+        deadline = time.monotonic() + budget_s
+        pause_s = RETRY_FIRST_S
+        while True:
+            try:
+                self.participants.decide(bank, txn_id, commit, timeout_s=DECISION_CALL_TIMEOUT_S)
+                return True
+            except PaykitError as exc:
+                eventlog.event("2pc.decision_unacked", txn_id=payment_of(txn_id), bank=bank, error=str(exc))
+            if time.monotonic() + pause_s >= deadline:
+                return False
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, RETRY_MAX_S)
+
+    # -- what participants ask, and recovery ---------------------------------
+
+    def decision_for(self, txn_id: str) -> str:
+        """'commit', 'abort', or 'pending' while votes are being collected; presumed abort."""
+        record = payments.get(self.db.read(), payment_of(txn_id))
+        if record is None:
+            return "abort"
+        return record.decision or "pending"
+
+    def recover(self) -> int:
+        """At start, before serving: abort every payment that has no logged decision."""
+        stranded = payments.undecided(self.db.read())
+        for p in stranded:
+            self._decide(p, "abort", "GATEWAY_RESTARTED", "the gateway restarted before deciding; no money moved")
+        eventlog.event("2pc.recovered", aborted=len(stranded))
+        return len(stranded)
+
+    def redrive(self, min_age_s: float) -> int:
+        """Sends decisions that some bank has not acknowledged yet; returns how many settled."""
+        decided_before = payments.now_ms() - int(min_age_s * 1000)
+        settled, down = 0, set()
+        for p in payments.unsettled(self.db.read(), decided_before):
+            settled += self._drive(p, inline=False, down=down)
+        return settled
+
+    def prune_keys(self) -> int:
+        return idempotency.prune(self.db.write, self.retention_s)

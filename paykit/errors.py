@@ -1,0 +1,147 @@
+"""paykit's one error hierarchy, and its one mapping to and from gRPC status codes.
+
+    PaykitError
+    ├── InvalidInput              INVALID_ARGUMENT     the request itself is wrong
+    │   └── InvalidAmount         INVALID_ARGUMENT
+    ├── NotAuthenticated          UNAUTHENTICATED      no, bad, expired or revoked token; bad password
+    ├── PermissionDenied          PERMISSION_DENIED    someone else's account, or the wrong certificate
+    ├── AccountLocked             RESOURCE_EXHAUSTED   too many failed sign-ins; wait
+    ├── NotFound                  NOT_FOUND
+    │   ├── UnknownBank           NOT_FOUND
+    │   ├── UnknownAccount        NOT_FOUND
+    │   └── UnknownPayment        NOT_FOUND
+    ├── AlreadyExists             ALREADY_EXISTS       user or account already there
+    ├── IdempotencyKeyReused      FAILED_PRECONDITION  same key, other parameters
+    ├── ProtocolViolation         FAILED_PRECONDITION  a 2PC message out of order (a bug)
+    ├── InProgress                ABORTED              same key still running: retry
+    ├── Unavailable               UNAVAILABLE          a server cannot be reached: retry
+    └── Internal                  INTERNAL
+
+The codes are grpc.StatusCode names kept as text, so domain modules that raise these
+never import grpc. Servers raise these from plain code; `paykit.rpc` turns them into a gRPC status with a
+google.rpc.ErrorInfo whose `reason` names the class, and clients turn that back into the
+same class with `from_reason`. Expected outcomes (a declined payment, a NO vote) are
+values, not errors.
+"""
+
+from __future__ import annotations
+
+
+ERROR_DOMAIN = "paykit.dev"
+
+
+class PaykitError(Exception):
+    """Base of every error paykit raises on purpose."""
+
+    code: str = "UNKNOWN"  # a grpc.StatusCode name; paykit.rpc converts it
+    reason: str = "PAYKIT_ERROR"
+    hint: str = ""
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(PaykitError):
+    code = "INVALID_ARGUMENT"
+    reason = "INVALID_INPUT"
+
+
+class InvalidAmount(InvalidInput):
+    reason = "INVALID_AMOUNT"
+
+
+class NotAuthenticated(PaykitError):
+    code = "UNAUTHENTICATED"
+    reason = "NOT_AUTHENTICATED"
+    hint = "sign in with: auth USER PASSWORD"
+
+
+class PermissionDenied(PaykitError):
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
+class AccountLocked(PaykitError):
+    code = "RESOURCE_EXHAUSTED"
+    reason = "ACCOUNT_LOCKED"
+
+
+class NotFound(PaykitError):
+    code = "NOT_FOUND"
+    reason = "NOT_FOUND"
+
+
+class UnknownBank(NotFound):
+    reason = "UNKNOWN_BANK"
+
+
+class UnknownAccount(NotFound):
+    reason = "UNKNOWN_ACCOUNT"
+
+
+class UnknownPayment(NotFound):
+    reason = "UNKNOWN_PAYMENT"
+
+
+class AlreadyExists(PaykitError):
+    code = "ALREADY_EXISTS"
+    reason = "ALREADY_EXISTS"
+
+
+class IdempotencyKeyReused(PaykitError):
+    code = "FAILED_PRECONDITION"
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class ProtocolViolation(PaykitError):
+    code = "FAILED_PRECONDITION"
+    reason = "PROTOCOL_VIOLATION"
+
+
+class InProgress(PaykitError):
+    code = "ABORTED"
+    reason = "IN_PROGRESS"
+    hint = "retry with the same idempotency key"
+
+
+class Unavailable(PaykitError):
+    code = "UNAVAILABLE"
+    reason = "UNAVAILABLE"
+
+
+class Internal(PaykitError):
+    code = "INTERNAL"
+    reason = "INTERNAL"
+
+
+def _all_classes() -> list[type[PaykitError]]:
+    found, todo = [], [PaykitError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+ERROR_CLASSES: tuple[type[PaykitError], ...] = tuple(_all_classes())
+_BY_REASON = {cls.reason: cls for cls in ERROR_CLASSES}
+# Without details (a proxy stripped them, or another server) the code alone picks the
+# most general class with that code.
+_BY_CODE: dict[str, type[PaykitError]] = {}
+for _cls in reversed(ERROR_CLASSES):
+    _BY_CODE[_cls.code] = _cls
+_BY_CODE["DEADLINE_EXCEEDED"] = Unavailable
+
+
+def from_reason(reason: str, code: str | None = None) -> type[PaykitError]:
+    """The paykit class for an ErrorInfo reason, else for a status code."""
+    if reason in _BY_REASON:
+        return _BY_REASON[reason]
+    if code is not None and code in _BY_CODE:
+        return _BY_CODE[code]
+    return PaykitError

@@ -1,0 +1,93 @@
+"""Named crash and pause points on the 2PC path, for fault tests and lessons.
+
+Off unless the server was started with failpoints enabled (`--failpoints`). When on,
+`hit(name)` reads the server's arm file (failpoints.json in its data folder), and if
+`name` is armed it disarms it (so a restart does not crash again) and then acts:
+"crash" kills the process with SIGKILL, "pause" stops it with SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+# Every failpoint, where it sits, and what a crash there tests.
+FAILPOINTS: dict[str, str] = {
+    "bank.after_hold_before_commit": "hold placed inside the prepare transaction, not yet committed",
+    "bank.after_vote_yes_before_reply": "prepare committed (YES is durable), reply not sent",
+    "bank.after_reply_yes": "the YES reply has been sent",
+    "bank.after_commit_before_ack": "Commit applied and durable, acknowledgement not sent",
+    "gateway.before_decision": "all votes in, decision not yet logged",
+    "gateway.after_commit_logged": "COMMIT logged, no Commit sent yet",
+    "gateway.between_commits": "Commit acknowledged by the first bank, not yet sent to the second",
+    "gateway.before_reply": "decision logged and sent, client not yet answered",
+}
+ACTIONS = ("crash", "pause")
+ARM_FILE = "failpoints.json"
+
+
+class FailpointError(ValueError):
+    """A failpoint name or action that does not exist, or failpoints are off."""
+
+
+class Failpoints:
+    def __init__(self, data_dir: Path, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(data_dir) / ARM_FILE
+        self._lock = threading.Lock()
+
+    def hit(self, name: str) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            armed = read_armed(self.path)
+            action = armed.pop(name, None)
+            if action is None:
+                return
+            _write_armed(self.path, armed)
+        if action == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "pause":
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def read_armed(path: Path) -> dict[str, str]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _write_armed(path: Path, armed: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(armed))
+    os.replace(tmp, path)
+
+
+def arm(data_dir: Path, name: str, action: str = "crash") -> None:
+    """Arms `name` on the server whose data folder is `data_dir` (one shot)."""
+    if name not in FAILPOINTS:
+        raise FailpointError(f"unknown failpoint {name!r}; known: {', '.join(FAILPOINTS)}")
+    if action not in ACTIONS:
+        raise FailpointError(f"unknown action {action!r}; use one of {ACTIONS}")
+    path = Path(data_dir) / ARM_FILE
+    armed = read_armed(path)
+    armed[name] = action
+    _write_armed(path, armed)
+
+
+_active = Failpoints(Path("."), enabled=False)
+
+
+def configure(data_dir: Path, *, enabled: bool) -> None:
+    global _active
+    _active = Failpoints(data_dir, enabled=enabled)
+
+
+def hit(name: str) -> None:
+    """Called at each point on the 2PC path; does nothing unless armed."""
+    assert name in FAILPOINTS, name
+    _active.hit(name)

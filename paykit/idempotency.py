@@ -1,0 +1,97 @@
+"""Stripe-style idempotency keys: (user, key) -> request fingerprint, payment, stored response.
+
+The key row and its payment are created in one transaction before any bank is asked;
+the response is stored in the same transaction that logs the decision. So at every
+moment a key is either unknown (nothing happened), in progress (exactly one payment
+exists, and recovery will decide it), or done (its response is final and replayed
+byte for byte). Deduplication never looks at time; time only prunes old keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+
+from paykit.errors import IdempotencyKeyReused, InProgress, InvalidInput
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    username        TEXT NOT NULL,
+    idem_key        TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,   -- SHA-256 of the request's parameters
+    payment_id      TEXT NOT NULL,
+    response        BLOB,            -- NULL while in progress; the PayResponse bytes once decided
+    created_unix_ms INTEGER NOT NULL,
+    PRIMARY KEY (username, idem_key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_unix_ms);
+"""
+
+KEY_MAX_LEN = 64
+PRUNE_BATCH = 10_000  # rows deleted per transaction, so pruning never holds the lock long
+
+
+def check_key(key: str) -> str:
+    """A key must be a UUID (the client makes one per intended payment)."""
+    try:
+        return str(uuid.UUID(key))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidInput(
+            f"idempotency key {key[:KEY_MAX_LEN]!r} is not a UUID; make one per payment and reuse it on retries"
+        ) from None
+
+
+def fingerprint(*params: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in params).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of claiming a key: a new payment to run, or a stored response to replay."""
+
+    payment_id: str
+    response: bytes | None  # None: the caller owns the new payment and must decide it
+
+
+def claim(conn: sqlite3.Connection, username: str, key: str, fp: str, new_payment_id: str) -> Claim:
+    """Inside the caller's write transaction: replay, refuse, or insert the key."""
+    row = conn.execute(
+        "SELECT fingerprint, payment_id, response FROM idempotency_keys WHERE username = ? AND idem_key = ?",
+        (username, key),
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, NULL, ?)",
+            (username, key, fp, new_payment_id, int(time.time() * 1000)),
+        )
+        return Claim(new_payment_id, None)
+    if row["fingerprint"] != fp:
+        raise IdempotencyKeyReused(
+            f"idempotency key {key} was used for a different payment; make a new key for a new payment"
+        )
+    if row["response"] is None:
+        raise InProgress(f"payment with key {key} is still in progress; retry with the same key")
+    return Claim(row["payment_id"], bytes(row["response"]))
+
+
+def store_response(conn: sqlite3.Connection, payment_id: str, response: bytes) -> None:
+    conn.execute("UPDATE idempotency_keys SET response = ? WHERE payment_id = ?", (response, payment_id))
+
+
+def prune(conn_factory, retention_s: float) -> int:
+    """Deletes finished keys older than the retention, in batches; returns how many."""
+    cutoff = int((time.time() - retention_s) * 1000)
+    total = 0
+    while True:
+        with conn_factory() as conn:
+            n = conn.execute(
+                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys "
+                "WHERE created_unix_ms < ? AND response IS NOT NULL LIMIT ?)",
+                (cutoff, PRUNE_BATCH),
+            ).rowcount
+        total += n
+        if n < PRUNE_BATCH:
+            return total

@@ -1,0 +1,68 @@
+"""The gateway's side of the bank channels: the coordinator's `Participants`, over gRPC."""
+
+from __future__ import annotations
+
+import grpc
+
+from paykit.config import TLSFiles
+from paykit.errors import UnknownBank
+from paykit.ledger import CREDIT, DEBIT, Vote
+from paykit.rpc import from_rpc_error, secure_channel
+from paykit.v1 import payment_pb2 as pb
+from paykit.v1 import payment_pb2_grpc as pb_grpc
+
+LEGS = {DEBIT: pb.LEG_DEBIT, CREDIT: pb.LEG_CREDIT}
+BANK_CALL_TIMEOUT_S = 5.0
+
+
+class _PendingVote:
+    def __init__(self, bank: str, future: grpc.Future) -> None:
+        self.bank = bank
+        self.future = future
+
+    def wait(self, timeout_s: float) -> Vote:
+        try:
+            reply = self.future.result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            self.future.cancel()
+            return Vote(False, "BANK_TIMEOUT", f"{self.bank} did not vote in time")
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return Vote(False, "BANK_TIMEOUT", f"{self.bank} did not vote in time")
+            return Vote(False, "BANK_UNAVAILABLE", f"{self.bank} could not vote: {from_rpc_error(exc)}")
+        return Vote(reply.vote == pb.VOTE_YES, reply.reason, reply.message)
+
+
+class BankChannels:
+    """One mutual-TLS channel per bank, made once and shared by all calls."""
+
+    def __init__(self, banks: dict[str, str], tls: TLSFiles) -> None:
+        self.addresses = dict(banks)
+        self._stubs = {name: pb_grpc.BankStub(secure_channel(addr, tls)) for name, addr in banks.items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.addresses)
+
+    def stub(self, bank: str) -> pb_grpc.BankStub:
+        try:
+            return self._stubs[bank]
+        except KeyError:
+            raise UnknownBank(f"unknown bank {bank!r}; this gateway knows {', '.join(self.addresses)}") from None
+
+    def call(self, bank: str, method: str, request, timeout_s: float = BANK_CALL_TIMEOUT_S):
+        """A unary call to a bank; failures come back as paykit errors."""
+        try:
+            return getattr(self.stub(bank), method)(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # -- coordinator.Participants ----------------------------------------------
+
+    def prepare(self, bank, txn_id, leg, account_id, amount_minor, coordinator, timeout_s):
+        request = pb.PrepareRequest(txn_id=txn_id, leg=LEGS[leg], account_id=account_id,
+                                    amount_minor=amount_minor, coordinator=coordinator)
+        return _PendingVote(bank, self.stub(bank).Prepare.future(request, timeout=timeout_s))
+
+    def decide(self, bank, txn_id, commit, timeout_s):
+        self.call(bank, "Commit" if commit else "Abort", pb.DecisionRequest(txn_id=txn_id), timeout_s)
