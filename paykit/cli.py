@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -123,6 +124,20 @@ def cmd_pki(args) -> int:
     return 0
 
 
+TOOLS = {
+    "chaos": "the Jepsen-style fault test: payers, kills, pauses, then invariant checks",
+    "bench": "payments/s and latency against the gRPC floor",
+}
+
+
+def _tool(name: str):
+    def run(args) -> int:
+        module = importlib.import_module(f"paykit.{name}")
+        return module.main(args.argv)
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paykit", description="A miniature payment system for learning.",
                                      epilog=EPILOG)
@@ -164,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0")
     p.set_defaults(func=cmd_demo)
 
+    # Tools with their own option parsers: `paykit chaos --help`, `paykit bench --help`.
+    for name, text in TOOLS.items():
+        sub.add_parser(name, help=text)
+
     p = sub.add_parser("pki", help="the dev PKI")
     pki_sub = p.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
     q = pki_sub.add_parser("init", help="create the CA and certificates (kept if they exist)")
@@ -175,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:  # they parse their own options, --help included
+        args = argparse.Namespace(func=_tool(argv[0]), argv=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except PaykitError as err:
