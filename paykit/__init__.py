@@ -13,5 +13,5 @@ from paykit.cluster import LocalCluster
 from paykit.errors import PaykitError
 from paykit.money import format_minor, parse_amount
 
-__all__ = ["Balance", "LocalCluster", "Payment", "PaykitError", "PaymentClient", "format_minor", "parse_amount"]
+__all__ = ["Balance", "LocalCluster", "PaykitError", "Payment", "PaymentClient", "format_minor", "parse_amount"]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Self
 
 import grpc
 
@@ -128,7 +129,7 @@ class PaymentClient:
     def close(self) -> None:
         self._raw_channel.close()
 
-    def __enter__(self) -> PaymentClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -24,6 +24,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from paykit import failpoints as fp
 from paykit.client import PaymentClient
@@ -101,7 +102,7 @@ class LocalCluster:
                 self._close_pipes(proc)
         _live.discard(self)
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -26,7 +26,6 @@ values, not errors.
 
 from __future__ import annotations
 
-
 ERROR_DOMAIN = "paykit.dev"
 
 

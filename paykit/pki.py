@@ -57,7 +57,7 @@ def _san_entries(sans: tuple[str, ...]) -> list[x509.GeneralName]:
 def _create_ca(pki_dir: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "paykit dev CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -85,7 +85,7 @@ def _issue(pki_dir: Path, common_name: str, sans: tuple[str, ...]) -> None:
     ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))

@@ -23,8 +23,8 @@ HELP = {
     "balance": ("balance", "your account's balance and what is available to pay"),
     "pay": ("pay BANK ACCOUNT AMOUNT", "pay AMOUNT (like 200 or 12.50) from your account to ACCOUNT at BANK"),
     "payment": ("payment ID", "one of your payments, by id (or its first 8 characters from search)"),
-    "search": ("search [status=succeeded|failed|pending] [counterparty=BANK/ACCOUNT] [min=AMOUNT] [max=AMOUNT] "
-               "[since=YYYY-MM-DD] [until=YYYY-MM-DD] [limit=N]", "your payment history, newest first"),
+    "search": (("search [status=succeeded|failed|pending] [counterparty=BANK/ACCOUNT] [min=AMOUNT] [max=AMOUNT] "
+               "[since=YYYY-MM-DD] [until=YYYY-MM-DD] [limit=N]"), "your payment history, newest first"),
     "help": ("help", "this list"),
     "quit": ("quit", "leave (also: exit, Ctrl+D)"),
 }
@@ -42,7 +42,7 @@ def _usage(cmd: str) -> str:
 
 def _date_ms(text: str, field: str) -> int:
     try:
-        day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
     except ValueError:
         raise InvalidInput(f"{field}={text!r} is not a date; write it like 2026-11-28") from None
     return int(day.timestamp() * 1000)
@@ -57,7 +57,7 @@ def payment_table(rows: list[Payment], me: tuple[str, str]) -> str:
     for p in rows:
         outgoing = (p.from_bank, p.from_account) == me
         cp = f"{p.to_bank}/{p.to_account}" if outgoing else f"{p.from_bank}/{p.from_account}"
-        when = dt.datetime.fromtimestamp(p.created_unix_ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = dt.datetime.fromtimestamp(p.created_unix_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"{p.payment_id[:8]:8}  {when:19}  {'out' if outgoing else 'in':3}  {cp[:24]:24}  "
                      f"{format_minor(p.amount_minor):>12}  {p.status:9}  {p.failure_reason}")
     return "\n".join(lines)
@@ -126,7 +126,7 @@ class Shell:
     def auth(self, args: list[str]) -> None:
         self._arity("auth", args, 2)
         reply = self.client.authenticate(*args)
-        expires = dt.datetime.fromtimestamp(reply.expires_unix_ms / 1000, dt.timezone.utc).strftime("%H:%M UTC")
+        expires = dt.datetime.fromtimestamp(reply.expires_unix_ms / 1000, dt.UTC).strftime("%H:%M UTC")
         say(self.out, f"Authentication successful for user {reply.username} (session valid until {expires})")
 
     def logout(self, args: list[str]) -> None:
