@@ -1,0 +1,54 @@
+"""The one error hierarchy: every class maps to a gRPC status and back to itself, over a real call."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from paykit.errors import ERROR_CLASSES, PaykitError, from_reason
+from paykit.rpc import abort, from_rpc_error
+
+BY_NAME = {cls.__name__: cls for cls in ERROR_CLASSES}
+
+
+@pytest.fixture(scope="module")
+def raising_channel():
+    """A real gRPC server whose one method raises the paykit error named in the request."""
+
+    def raise_named(request: bytes, context):
+        cls = BY_NAME[request.decode()]
+        abort(context, cls("something went wrong", metadata={"field": "amount_minor"}))
+
+    handler = grpc.method_handlers_generic_handler("test.Errors", {
+        "Raise": grpc.unary_unary_rpc_method_handler(raise_named)})
+    server = grpc.server(ThreadPoolExecutor(2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield channel.unary_unary("/test.Errors/Raise")
+    channel.close()
+    server.stop(0)
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_every_error_round_trips_through_a_grpc_status(raising_channel, cls):
+    with pytest.raises(grpc.RpcError) as info:
+        raising_channel(cls.__name__.encode(), timeout=5)
+    if cls is not PaykitError:
+        assert info.value.code() == grpc.StatusCode[cls.code]
+    assert rpc_status.from_call(info.value).message == "something went wrong"
+    back = from_rpc_error(info.value)
+    assert type(back) is cls
+    assert back.message == "something went wrong"
+    assert back.metadata["field"] == "amount_minor"
+
+
+def test_reasons_are_unique_and_stable():
+    reasons = [cls.reason for cls in ERROR_CLASSES]
+    assert len(reasons) == len(set(reasons))
+
+
+def test_without_details_the_code_picks_the_general_class():
+    assert from_reason("", "NOT_FOUND").__name__ == "NotFound"
+    assert from_reason("", "DEADLINE_EXCEEDED").__name__ == "Unavailable"
