@@ -16,6 +16,7 @@ from typing import Self
 
 import grpc
 
+from paykit.client_log import open_client_log
 from paykit.config import CALL_TIMEOUT_S, TLSFiles, state_dir
 from paykit.errors import InProgress, InvalidAmount, InvalidInput, NotAuthenticated, Unavailable
 from paykit.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, parse_amount
@@ -88,11 +89,14 @@ class PaymentClient:
     """A signed-in session with one gateway, over mutual TLS."""
 
     def __init__(self, gateway: str, *, tls: TLSFiles | None = None, pki_dir: Path | None = None,
-                 timeout_s: float = CALL_TIMEOUT_S, interceptors: tuple = ()) -> None:
+                 timeout_s: float = CALL_TIMEOUT_S, interceptors: tuple = (), log_path: Path | None = None) -> None:
         self.gateway = gateway
         self.timeout_s = timeout_s
         self.tls = tls or ensure_identity(Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN)
         channel = secure_channel(gateway, self.tls)
+        # log_path: one `rpc.client` JSON line per call attempt (see paykit.client_log).
+        self._log = open_client_log(log_path, target=gateway) if log_path else None
+        interceptors = (*interceptors, self._log) if self._log else interceptors
         self.channel = grpc.intercept_channel(channel, *interceptors) if interceptors else channel
         self._raw_channel = channel
         self.stub = pb_grpc.GatewayStub(self.channel)
@@ -128,6 +132,8 @@ class PaymentClient:
 
     def close(self) -> None:
         self._raw_channel.close()
+        if self._log:
+            self._log.log.close()
 
     def __enter__(self) -> Self:
         return self

@@ -14,6 +14,7 @@ this process dies (a notebook kernel is killed with SIGKILL) every server exits 
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import signal
@@ -35,6 +36,8 @@ from paykit.pki import CLIENT_CN, ensure_identity, init_pki
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 GATEWAY = "gateway"
+CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per cluster.client()
+_client_numbers = itertools.count(1)  # shared by all clusters of this process, so no two clients share a file
 DEFAULT_SEED_CSV = Path(__file__).resolve().parent.parent / "data" / "accounts.csv"
 _live: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
@@ -236,7 +239,11 @@ class LocalCluster:
         return self.procs[GATEWAY].data_dir / "gateway.db"
 
     def client(self, **kwargs) -> PaymentClient:
+        """A client of this cluster's gateway; it logs its calls to clients/client-<n>.jsonl
+        in the data folder (pass log_path= to choose another file)."""
         tls = ensure_identity(self.pki_dir, CLIENT_CN)
+        if kwargs.get("log_path") is None:
+            kwargs["log_path"] = self.data_dir / CLIENT_LOG_DIR / f"client-{next(_client_numbers)}.jsonl"
         return PaymentClient(self.gateway_address, tls=tls, **kwargs)
 
 

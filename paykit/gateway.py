@@ -107,6 +107,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             username=user.username, from_bank=user.bank, from_account=user.account_id, to_bank=request.to_bank,
             to_account=request.to_account, amount_minor=request.amount_minor, key=key,
         )
+        # The payment id is the 2PC txn id: it joins this rpc line to the 2pc.* events.
+        note(txn_id=pb.PayResponse.FromString(response).payment.payment_id)
         return response  # the stored bytes, sent as they are (see add_gateway)
 
     @servicer_method

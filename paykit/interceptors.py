@@ -64,6 +64,14 @@ def note(**fields) -> None:
         record.update(fields)
 
 
+def outgoing_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata for a call made while serving one (gateway -> bank): the same x-request-id,
+    so every process's log line of one client request shares it. Empty outside a call."""
+    record = _call.get(None)
+    request_id = record.get("request_id") if record else None
+    return (("x-request-id", request_id),) if request_id else ()
+
+
 def current_user() -> User:
     user = _user.get()
     if user is None:  # the table says USER for every method that calls this
@@ -169,7 +177,11 @@ class LoggingInterceptor(grpc.ServerInterceptor):
                     code = context.code() or grpc.StatusCode.OK
                     record["code"] = code.name
                     if code != grpc.StatusCode.OK:
-                        record["error"] = context.details() or None
+                        # grpc keeps the details as bytes once abort() ran; log them as text.
+                        # (`text`, not `details`: that name is the call details of the enclosing scope)
+                        text = context.details() or b""
+                        record["error"] = (text.decode(errors="replace") if isinstance(text, bytes)
+                                           else text) or None
                     record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
                     eventlog.event("rpc", **record)
                     _call.reset(token)

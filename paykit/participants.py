@@ -6,6 +6,7 @@ import grpc
 
 from paykit.config import TLSFiles
 from paykit.errors import UnknownBank
+from paykit.interceptors import outgoing_metadata
 from paykit.ledger import CREDIT, DEBIT, Vote
 from paykit.rpc import from_rpc_error, secure_channel
 from paykit.v1 import payment_pb2 as pb
@@ -53,7 +54,7 @@ class BankChannels:
     def call(self, bank: str, method: str, request, timeout_s: float = BANK_CALL_TIMEOUT_S):
         """A unary call to a bank; failures come back as paykit errors."""
         try:
-            return getattr(self.stub(bank), method)(request, timeout=timeout_s)
+            return getattr(self.stub(bank), method)(request, timeout=timeout_s, metadata=outgoing_metadata())
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -62,7 +63,8 @@ class BankChannels:
     def prepare(self, bank, txn_id, leg, account_id, amount_minor, coordinator, timeout_s):
         request = pb.PrepareRequest(txn_id=txn_id, leg=LEGS[leg], account_id=account_id,
                                     amount_minor=amount_minor, coordinator=coordinator)
-        return _PendingVote(bank, self.stub(bank).Prepare.future(request, timeout=timeout_s))
+        future = self.stub(bank).Prepare.future(request, timeout=timeout_s, metadata=outgoing_metadata())
+        return _PendingVote(bank, future)
 
     def decide(self, bank, txn_id, commit, timeout_s):
         self.call(bank, "Commit" if commit else "Abort", pb.DecisionRequest(txn_id=txn_id), timeout_s)
