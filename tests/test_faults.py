@@ -1,0 +1,94 @@
+"""Faults from the foundation issue: a paused bank, many concurrent payers, a bank killed with -9."""
+
+import threading
+import time
+
+from conftest import signed_in
+
+from paykit.check import check_invariants, read_bank, total_money
+
+
+def wait_until(predicate, timeout_s: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not hold within {timeout_s} s")
+
+
+def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluster):
+    cluster = make_cluster(prepare_timeout_s=1.0)
+    alice = signed_in(cluster, "alice", "alice-acct", "100", "BankA")
+    assert alice.pay("BankB", "recipient123", "1").status == "succeeded"  # the gateway's channel to BankB is up
+    money_before = total_money(cluster)
+    cluster.pause("BankB")  # SIGSTOP: BankB hangs without dying, past --prepare-timeout-s
+    try:
+        started = time.monotonic()
+        payment = alice.pay("BankB", "recipient123", "30")
+        took_s = time.monotonic() - started
+    finally:
+        cluster.resume("BankB")
+    # The coordinator gave up on the missing vote and aborted: nothing moved anywhere.
+    assert payment.status == "failed" and payment.failure_reason == "BANK_TIMEOUT"
+    assert took_s < 5, f"the timeout is 1 s, the payment took {took_s:.1f} s"
+    assert alice.balance().balance_minor == 9900
+    assert total_money(cluster) == money_before
+    # After BankB resumes, the Abort reaches it (the late Prepare, if any, is aborted too) and
+    # BankA's hold is released: nothing in doubt anywhere.
+    wait_until(lambda: check_invariants(cluster).ok, what="no holds and agreement after resume")
+    assert alice.balance().available_minor == 9900
+    assert read_bank("BankB", cluster.bank_db("BankB")).balances["recipient123"] == 50100
+
+
+def test_sixteen_threads_paying_from_one_account_never_overdraw_it(cluster):
+    owner = signed_in(cluster, "olive", "olive-acct", "100", "BankA")
+    money_before = total_money(cluster)
+    clients = [cluster.client() for _ in range(16)]
+    for c in clients:
+        c.authenticate("olive", "password123")
+    results, lock = [], threading.Lock()
+
+    def payer(client):
+        for _ in range(4):  # 16 threads x 4 payments x 7.00 = 448.00 wanted, 100.00 available
+            p = client.pay("BankB", "recipient123", "7")
+            with lock:
+                results.append(p)
+
+    threads = [threading.Thread(target=payer, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    succeeded = [p for p in results if p.status == "succeeded"]
+    failed = [p for p in results if p.status == "failed"]
+    assert len(results) == 64
+    assert len(succeeded) == 14  # floor(100 / 7): exactly as many as the money allows
+    assert {p.failure_reason for p in failed} == {"INSUFFICIENT_FUNDS"}
+    wait_until(lambda: check_invariants(cluster).ok, what="invariants")
+    assert owner.balance().balance_minor == 10000 - 14 * 700
+    assert total_money(cluster) == money_before  # conserved exactly
+
+
+def test_a_bank_killed_with_sigkill_keeps_every_balance_and_committed_payment(cluster):
+    alice = signed_in(cluster, "alice", "alice-acct", "1000", "BankA")
+    bob = signed_in(cluster, "bob", "bob-acct", "0", "BankB")
+    paid = [alice.pay("BankB", "bob-acct", amount) for amount in ("1", "2.50", "300")]
+    assert all(p.status == "succeeded" for p in paid)
+    wait_until(lambda: check_invariants(cluster).ok, what="settled")
+    before = {b: read_bank(b, cluster.bank_db(b)) for b in cluster.bank_names}
+    cluster.kill("BankA")  # power cut: no clean shutdown
+    cluster.kill("BankB")
+    cluster.restart("BankA")
+    cluster.restart("BankB")
+    for b in cluster.bank_names:
+        after = read_bank(b, cluster.bank_db(b))
+        assert after.balances == before[b].balances
+        assert after.txn_states == before[b].txn_states
+    assert alice.balance().balance_minor == 100000 - 30350
+    assert bob.balance().balance_minor == 30350
+    assert {p.payment_id for p in bob.search(status="succeeded")} == {p.payment_id for p in paid}
+    check_invariants(cluster).assert_ok()
+    # And it keeps working after the restart.
+    assert alice.pay("BankB", "bob-acct", "1").status == "succeeded"
