@@ -4,11 +4,10 @@ message and changes nothing (checked on the balances, not only the message)."""
 import io
 
 import pytest
+from conftest import PASSWORD, signed_in
 
 from paykit.check import check_invariants, read_bank
 from paykit.shell import Shell
-
-from conftest import PASSWORD, signed_in
 
 
 @pytest.fixture(scope="module")
