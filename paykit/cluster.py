@@ -7,6 +7,7 @@ Controls (used by tests, the demo and the lessons):
     restart(name)         start a stopped or killed server again, on the same port and data
     pause(name)/resume()  SIGSTOP / SIGCONT: a server that hangs without dying
     arm(name, failpoint)  crash or pause that server at a named point on the 2PC path
+    disarm(name)          take back every failpoint of that server that has not fired
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
 """
@@ -91,18 +92,9 @@ class LocalCluster:
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            if proc.running:
-                if proc.paused:
-                    self.resume(proc.name)
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            if proc.popen is not None:
-                try:
-                    proc.popen.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.popen.kill()
-                    proc.popen.wait()
-                self._close_pipes(proc)
+            self._terminate(proc)
+        for proc in self.procs.values():  # all were told at once; now wait for each
+            self._reap(proc)
         _live.discard(self)
 
     def __enter__(self) -> Self:
@@ -161,11 +153,19 @@ class LocalCluster:
         raise Unavailable(f"{proc.name} did not become ready within {READY_TIMEOUT_S} s")
 
     def stop_server(self, name: str) -> None:
+        """SIGTERM: a clean stop (in-flight calls get a grace period)."""
         proc = self._proc(name)
+        self._terminate(proc)
+        self._reap(proc)
+
+    def _terminate(self, proc: Proc) -> None:
         if proc.running:
-            if proc.paused:
-                self.resume(name)
+            if proc.paused:  # a stopped process cannot handle SIGTERM until it runs again
+                self.resume(proc.name)
             proc.popen.terminate()
+
+    def _reap(self, proc: Proc) -> None:
+        if proc.popen is not None:
             try:
                 proc.popen.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -205,6 +205,10 @@ class LocalCluster:
         if not self.failpoints:
             raise fp.FailpointError("this cluster was started without failpoints; use LocalCluster(failpoints=True)")
         fp.arm(self._proc(name).data_dir, failpoint, action)
+
+    def disarm(self, name: str) -> None:
+        """Disarms every failpoint of `name` that has not fired yet."""
+        fp.disarm(self._proc(name).data_dir)
 
     @staticmethod
     def _close_pipes(proc: Proc) -> None:
