@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/paykit demo
 
+# The tests, then every lesson run top to bottom by nbval (--nbval-lax: the lessons' own asserts decide;
+# --nbval-current-env: the kernel is this venv's Python, whatever kernels the machine has).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests lessons --nbval-lax --nbval-current-env
 
 lint: setup
 	$(BIN)/ruff check paykit tests
@@ -31,8 +33,9 @@ proto: setup
 up: setup
 	$(BIN)/paykit up
 
+# JupyterLab on lessons/; its python3 kernel is this venv's Python (jupyter_client runs "python" as sys.executable).
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=lessons
+	$(BIN)/jupyter lab --ServerApp.root_dir=lessons
 
 clean:
 	rm -rf $(VENV) .paykit

@@ -7,12 +7,15 @@
     books(cluster)                          lessons 4, 5: every account at every bank, as a DataFrame
     in_doubt(cluster) / wait_recovered()    lesson 5: prepared transactions, and waiting for recovery
     pay_concurrently(client, n, ...)        lesson 4: the same payment sent n times at once
+    payment_story(cluster, payment_id)      lessons 3, 5: one payment's 2PC events from every log
+    make_traffic(cluster)                   lesson 7: a small mixed workload to chart
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,9 +78,9 @@ def pid_alive(pid: int) -> bool:
 def servers(cluster) -> pd.DataFrame:
     """Lesson 1: one row per server of `cluster`: name, pid, port, state, and whether the pid is alive."""
     rows = [{k: row[k] for k in ("name", "pid", "port", "state")} for row in cluster.status()]
-    frame = pd.DataFrame(rows)
-    frame["alive"] = [pid is not None and pid_alive(int(pid)) for pid in frame["pid"]]
-    return frame
+    for row in rows:
+        row["alive"] = row["pid"] is not None and pid_alive(row["pid"])
+    return pd.DataFrame(rows).astype({"pid": "Int64"})
 
 
 def _try_call(address: str, creds: grpc.ChannelCredentials) -> str:
@@ -161,3 +164,43 @@ def pay_concurrently(client: PaymentClient, n: int, to_bank: str, to_account: st
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(one, range(n)))
+
+
+def payment_story(cluster, payment_id: str) -> pd.DataFrame:
+    """Lessons 3, 5: every 2PC event of one payment, from every server's log, oldest first."""
+    from paykit.logs import read_logs, twopc_events
+
+    steps = twopc_events(read_logs(cluster))
+    steps = steps[steps["payment_id"] == payment_id].copy()
+    steps["ms"] = (steps["ts"] - steps["ts"].min()).dt.total_seconds().mul(1000).round(1)
+    wanted = ["ms", "source", "event", "bank", "leg", "vote", "decision", "reason"]
+    return steps[[c for c in wanted if c in steps.columns]].reset_index(drop=True)
+
+
+def make_traffic(cluster, payments: int = 20, *, retried: int = 1) -> dict[str, int]:
+    """Lesson 7: a small mixed workload: payments that succeed, some declined, one to an unknown
+    bank, and `retried` balance requests sent while the gateway hangs for a moment (so the client retries)."""
+    alice = cluster.client()
+    alice.register("alice", "password123", "alice-acct", "1000", cluster.bank_names[0])
+    alice.authenticate("alice", "password123")
+    counts = {"succeeded": 0, "failed": 0, "errors": 0, "retried": 0}
+    for i in range(payments):
+        amount = "5000" if i % 5 == 4 else f"{1 + i % 7}.25"  # every fifth one is more than alice has
+        p = alice.pay(cluster.bank_names[-1], "recipient123", amount)
+        counts[p.status] = counts.get(p.status, 0) + 1
+    try:
+        alice.pay("NoSuchBank", "someone", "1")
+    except PaykitError:
+        counts["errors"] += 1
+    alice.timeout_s = 0.3  # short deadlines, so a hanging gateway makes the client retry
+    for _ in range(retried):
+        cluster.pause("gateway")
+        timer = threading.Timer(0.4, cluster.resume, ["gateway"])
+        timer.start()
+        try:
+            alice.balance()  # attempt 1 times out while the gateway hangs; a later attempt gets the answer
+            counts["retried"] += 1
+        finally:
+            timer.join()
+    alice.close()
+    return counts
