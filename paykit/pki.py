@@ -121,7 +121,29 @@ def ensure_identity(pki_dir: Path, common_name: str, *, sans: tuple[str, ...] = 
     )
     if not files.cert.exists() or not files.key.exists():
         _issue(pki_dir, common_name, DEFAULT_SANS + tuple(sans))
+    elif sans and not {_san_text(s) for s in sans} <= set(cert_sans(files.cert)):
+        # A later --san names a host this certificate does not cover: re-issue it (same CA, so
+        # every peer still trusts it), keeping the names it had.
+        _issue(pki_dir, common_name, cert_sans(files.cert) + tuple(sans))
     return files
+
+
+def _san_text(san: str) -> str:
+    try:
+        return str(ipaddress.ip_address(san))
+    except ValueError:
+        return san
+
+
+def cert_sans(cert_path: Path) -> tuple[str, ...]:
+    """The host names and IP addresses a certificate is valid for, as text."""
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(names.get_values_for_type(x509.DNSName)) + tuple(
+        str(ip) for ip in names.get_values_for_type(x509.IPAddress))
 
 
 def init_pki(pki_dir: Path, banks: list[str], *, sans: tuple[str, ...] = ()) -> dict[str, TLSFiles]:

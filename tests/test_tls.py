@@ -9,10 +9,11 @@ import uuid
 
 import grpc
 import pytest
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paykit import LocalCluster
-from paykit.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, init_pki, read_tls
+from paykit.pki import CLIENT_CN, GATEWAY_CN, bank_cn, cert_sans, ensure_identity, init_pki, read_tls
 from paykit.rpc import secure_channel
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
@@ -161,3 +162,20 @@ def test_health_is_open_to_any_certificate_of_our_ca(cluster):
     with secure_channel(cluster.bank_address("BankA"), ensure_identity(cluster.pki_dir, CLIENT_CN)) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_later_san_reissues_the_certificate(tmp_path):
+    # `paykit gateway --san pay.example` after the PKI exists: the certificate must then cover
+    # pay.example, keep its old names, and still chain to the same CA.
+    pki_dir = tmp_path / "pki"
+    first = ensure_identity(pki_dir, GATEWAY_CN)
+    ca_before = first.ca.read_bytes()
+    assert "pay.example" not in cert_sans(first.cert)
+    again = ensure_identity(pki_dir, GATEWAY_CN, sans=("pay.example", "10.0.0.7"))
+    assert {"pay.example", "10.0.0.7", "127.0.0.1", "localhost"} <= set(cert_sans(again.cert))
+    assert again.ca.read_bytes() == ca_before
+    x509.load_pem_x509_certificate(again.cert.read_bytes()).verify_directly_issued_by(
+        x509.load_pem_x509_certificate(ca_before))  # raises if the CA did not sign it
+    unchanged = again.cert.read_bytes()
+    ensure_identity(pki_dir, GATEWAY_CN, sans=("pay.example",))  # already covered: left alone
+    assert again.cert.read_bytes() == unchanged
