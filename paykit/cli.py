@@ -72,7 +72,8 @@ def cmd_client(args) -> int:
     from paykit.shell import Shell
 
     interactive = sys.stdin.isatty()
-    with PaymentClient(args.gateway, pki_dir=_pki_dir(args)) as client:
+    outbox_dir = Path(args.outbox_dir) if args.outbox_dir else None
+    with PaymentClient(args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir) as client:
         shell = Shell(client, default_bank=args.bank)
         if interactive:
             print(f"[CLIENT] Connected to gateway {args.gateway}. Type help for commands, quit to leave.")
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway", default=f"127.0.0.1:{config.DEFAULT_GATEWAY_PORT}", help="gateway host:port")
     p.add_argument("--bank", default="", help="bank that register uses when none is given")
     p.add_argument("--pki-dir", help="folder of the dev PKI (default: <state folder>/pki)")
+    p.add_argument("--outbox-dir", help="folder of the offline outboxes, one file per gateway and user "
+                                        "(default: <state folder>/outbox)")
     p.set_defaults(func=cmd_client)
 
     p = sub.add_parser("demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0")

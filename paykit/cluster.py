@@ -248,6 +248,9 @@ class LocalCluster:
         tls = ensure_identity(self.pki_dir, CLIENT_CN)
         if kwargs.get("log_path") is None:
             kwargs["log_path"] = self.data_dir / CLIENT_LOG_DIR / f"client-{next(_client_numbers)}.jsonl"
+        # Outboxes live with the cluster: a payment queued for this cluster can never be
+        # resent to another one that happens to reuse the port later.
+        kwargs.setdefault("outbox_dir", self.data_dir / "outbox")
         return PaymentClient(self.gateway_address, tls=tls, **kwargs)
 
 

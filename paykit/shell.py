@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
@@ -21,7 +22,10 @@ HELP = {
     "auth": ("auth USER PASSWORD", "sign in (needed before balance, pay, search)"),
     "logout": ("logout", "sign out: the token stops working"),
     "balance": ("balance", "your account's balance and what is available to pay"),
-    "pay": ("pay BANK ACCOUNT AMOUNT", "pay AMOUNT (like 200 or 12.50) from your account to ACCOUNT at BANK"),
+    "pay": ("pay BANK ACCOUNT AMOUNT", "pay AMOUNT (like 200 or 12.50) from your account to ACCOUNT at BANK "
+            "(queued and sent later if the gateway is unreachable)"),
+    "queue": ("queue", "payments waiting to be sent, oldest first (also: pending)"),
+    "cancel": ("cancel ID", "cancel a queued payment that has not been sent yet (ID from queue)"),
     "payment": ("payment ID", "one of your payments, by id (or its first 8 characters from search)"),
     "search": (("search [status=succeeded|failed|pending] [counterparty=BANK/ACCOUNT] [min=AMOUNT] [max=AMOUNT] "
                "[since=YYYY-MM-DD] [until=YYYY-MM-DD] [limit=N]"), "your payment history, newest first"),
@@ -31,9 +35,14 @@ HELP = {
 SEARCH_KEYS = ("status", "counterparty", "min", "max", "since", "until", "limit")
 
 
+# Lines come from the user's commands and from the outbox's thread: one writer at a time.
+_OUT_LOCK = threading.RLock()
+
+
 def say(out: TextIO, text: str) -> None:
-    for line in text.splitlines() or [""]:
-        print(f"[CLIENT] {line}".rstrip(), file=out, flush=True)
+    with _OUT_LOCK:
+        for line in text.splitlines() or [""]:
+            print(f"[CLIENT] {line}".rstrip(), file=out, flush=True)
 
 
 def _usage(cmd: str) -> str:
@@ -74,7 +83,12 @@ class Shell:
         self.commands: dict[str, Callable[[list[str]], None]] = {
             "register": self.register, "auth": self.auth, "logout": self.logout, "balance": self.balance,
             "pay": self.pay, "payment": self.payment, "search": self.search, "help": self.help,
+            "queue": self.queue, "pending": self.queue, "cancel": self.cancel,
         }
+        # Queued payments end on the outbox's thread: print their outcome as it happens.
+        self._prompt = False  # whether a "> " prompt is showing (an async line reprints it)
+        client.on_complete(self._completed)
+        client.on_notice(self._say_async)
 
     def run_line(self, line: str) -> bool:
         """Runs one command line; returns False when the user asked to quit."""
@@ -100,13 +114,32 @@ class Shell:
         return True
 
     def run(self, lines: Iterable[str], *, prompt: bool = False) -> None:
+        """Runs commands until quit or the end of input; then says how many payments are still queued."""
+        self._prompt = prompt
         if prompt:
             print("> ", end="", file=self.out, flush=True)
         for line in lines:
             if not self.run_line(line):
-                return
+                break
             if prompt:
                 print("> ", end="", file=self.out, flush=True)
+        self._prompt = False
+        n = self.client.pending_count()
+        if n:
+            say(self.out, f"{n} payment{'s are' if n != 1 else ' is'} still queued; {'they' if n != 1 else 'it'} "
+                          f"will be sent when you start the client again and sign in as {self.client.username}")
+
+    def _say_async(self, text: str) -> None:
+        """A line printed without the user typing anything (from the outbox's thread)."""
+        with _OUT_LOCK:
+            if self._prompt:
+                print(file=self.out)
+            say(self.out, text)
+            if self._prompt:
+                print("> ", end="", file=self.out, flush=True)
+
+    def _completed(self, p: Payment) -> None:
+        self._say_async(describe_completion(p))
 
     def _arity(self, cmd: str, args: list[str], low: int, high: int | None = None) -> None:
         high = low if high is None else high
@@ -146,7 +179,21 @@ class Shell:
         self._arity("pay", args, 3)
         bank, account, amount = args
         p = self.client.pay(bank, account, amount)
-        say(self.out, describe_payment(p))
+        if p.queued:
+            ahead = len(self.client.queue()) - 1
+            say(self.out, describe_queued(p, ahead))
+        else:
+            say(self.out, describe_payment(p))
+
+    def queue(self, args: list[str]) -> None:
+        self._arity("queue", args, 0)
+        say(self.out, queue_table(self.client.queue(), paused=self.client.outbox_paused))
+
+    def cancel(self, args: list[str]) -> None:
+        self._arity("cancel", args, 1)
+        e = self.client.cancel(args[0])
+        say(self.out, f"Cancelled queued payment {e.short_id} ({format_minor(e.amount_minor)} to "
+                      f"{e.to_bank}/{e.to_account}); it was never sent, so no money moved")
 
     def payment(self, args: list[str]) -> None:
         self._arity("payment", args, 1)
@@ -186,6 +233,54 @@ class Shell:
     def help(self, args: list[str]) -> None:
         say(self.out, "commands:\n" + "\n".join(f"  {u:44}  {d}" if len(u) <= 44 else f"  {u}\n  {'':44}  {d}"
                                                  for u, d in HELP.values()))
+
+
+def describe_queued(p: Payment, ahead: int) -> str:
+    """What pay says when the payment went into the outbox instead of being answered now."""
+    what = f"id {p.outbox_id}, {format_minor(p.amount_minor)} to {p.to_bank}/{p.to_account}"
+    if p.queued_reason == "unreachable":
+        return f"Gateway unreachable: payment queued ({what}); it will be sent when the gateway is back"
+    if p.queued_reason == "no_answer":
+        return (f"No answer from the gateway: payment queued ({what}); it will be resent with the same "
+                "idempotency key, so it cannot be paid twice")
+    if p.queued_reason == "signed_out":
+        return (f"The gateway did not accept your session: payment queued ({what}); "
+                "sign in again with: auth USER PASSWORD")
+    return (f"Payment queued ({what}) behind {ahead} earlier payment{'s' * (ahead != 1)}; "
+            "they are sent in order")
+
+
+def describe_completion(p: Payment) -> str:
+    """The line printed when a queued payment ends."""
+    if p.succeeded:
+        return f"Queued payment {p.outbox_id}: Payment processed successfully"
+    return f"Queued payment {p.outbox_id} failed: {p.failure_message or p.failure_reason}. No money moved."
+
+
+def queue_table(entries: list, *, paused: str = "") -> str:
+    """The outbox's waiting payments (paykit.outbox.Entry), oldest (next to send) first."""
+    if not entries:
+        return "no queued payments"
+    lines = [f"{len(entries)} queued payment{'s' * (len(entries) != 1)}"
+             + {"auth": " (paused: sign in again with auth USER PASSWORD)",
+                "tls": " (paused: TLS failure; fix the certificates and restart)"}.get(paused, "")]
+    lines.append(f"{'id':8}  {'queued (UTC)':19}  {'to':24}  {'amount':>12}  {'state':7}  {'tries':>5}  note")
+    for e in entries:
+        when = dt.datetime.fromtimestamp(e.created_unix_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        note = "sent, no answer yet: cannot cancel" if e.maybe_sent else "not sent yet: can cancel"
+        if e.last_error:
+            note += f"; last try: {_short_error(e.last_error)}"
+        to = f"{e.to_bank}/{e.to_account}"
+        lines.append(f"{e.short_id:8}  {when:19}  {to[:24]:24}  {format_minor(e.amount_minor):>12}  {e.state:7}  "
+                     f"{e.attempts:>5}  {note}")
+    return "\n".join(lines)
+
+
+def _short_error(text: str) -> str:
+    """gRPC's connect errors are long; the last clause ("Connection refused") is the news."""
+    if "failed to connect to all addresses" in text:
+        return "gateway unreachable (" + text.rstrip(")").rsplit(": ", 1)[-1] + ")"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def describe_payment(p: Payment) -> str:
