@@ -1,8 +1,13 @@
-"""SQLite with the settings money needs: WAL, synchronous=FULL, BEGIN IMMEDIATE writes.
+"""SQLite with the settings money needs: WAL, synchronous=FULL, BEGIN IMMEDIATE writes, group commit.
 
-One connection per thread (sqlite3 connections are not shared across threads);
-every write runs in `with db.write() as conn:` so it takes the write lock up front
-and either commits whole or not at all.
+Reads use one connection per thread. Every write runs in `with db.write() as conn:`
+and either commits whole or not at all, and is on disk when the block returns. Writes
+queue in this process (not in SQLite's busy loop, which sleeps up to 100 ms at a time)
+and share commits: writers that arrive while a commit's fsync runs each run their block
+in its own SAVEPOINT of the next transaction, and the last of them commits for all.
+So N concurrent writers cost one fsync, not N, and each still waits for its own.
+`write(durable=False)` is for rows a crash may lose safely (they are re-derived or
+resent): it commits with synchronous=NORMAL (no fsync) in a batch of its own kind.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 10_000
@@ -22,36 +28,101 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Group commit: whose turn it is on the write connection, and the open batch.
+        self._turn = threading.Condition()
+        self._busy = False
+        self._batch: _Batch | None = None
+        self._waiting = {True: 0, False: 0}
+        self._writers: dict[bool, sqlite3.Connection] = {}
         # The schema is CREATE ... IF NOT EXISTS statements: safe on every start.
         self._conn().executescript(schema)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN ourselves, so nothing is implicit.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a transaction that returned is on disk, even if the machine dies next.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self._lock:
+            self._all.append(conn)
+        return conn
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            # isolation_level=None: we issue BEGIN ourselves, so nothing is implicit.
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: a transaction that returned is on disk, even if the machine dies next.
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._connect()
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+    def write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """An atomic write, durable (synchronous=FULL) when the block returns; undone on any error."""
+        batch, conn = self._join(durable)
+        conn.execute("SAVEPOINT w")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
+            self._leave(batch)
             raise
-        conn.execute("COMMIT")
+        conn.execute("RELEASE w")
+        self._leave(batch)
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def _join(self, durable: bool) -> tuple[_Batch, sqlite3.Connection]:
+        """Waits for the connection, then joins the open batch or begins one."""
+        if getattr(self._local, "writing", False):
+            raise RuntimeError("nested db.write() in one thread: do both writes in one block")
+        with self._turn:
+            self._waiting[durable] += 1
+            # A durable write never joins a NORMAL batch: that commit would not fsync it.
+            while self._busy or (self._batch is not None and durable and not self._batch.durable):
+                self._turn.wait()
+            self._waiting[durable] -= 1
+            self._busy = True
+            batch = self._batch
+        if batch is None:
+            conn = self._writer(durable)
+            conn.execute("BEGIN IMMEDIATE")
+            batch = self._batch = _Batch(durable, conn)
+        self._local.writing = True
+        return batch, batch.conn
+
+    def _leave(self, batch: _Batch) -> None:
+        """Hands the connection to a waiting writer that can join, or commits the batch."""
+        self._local.writing = False
+        with self._turn:
+            joinable = self._waiting[False] + (self._waiting[True] if batch.durable else 0)
+            if joinable:
+                self._busy = False
+                self._turn.notify_all()
+                return
+            self._batch = None
+        try:
+            batch.conn.execute("COMMIT")
+        except BaseException as exc:  # disk full, I/O error: every write of the batch failed
+            batch.error = exc
+            if batch.conn.in_transaction:
+                batch.conn.execute("ROLLBACK")
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
+            batch.done.set()
+
+    def _writer(self, durable: bool) -> sqlite3.Connection:
+        """The process's write connection for FULL (durable) or NORMAL batches."""
+        conn = self._writers.get(durable)
+        if conn is None:
+            conn = self._writers[durable] = self._connect()
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
 
     def read(self) -> sqlite3.Connection:
         """A connection for reads outside a transaction (each statement sees a snapshot)."""
@@ -62,4 +133,15 @@ class Database:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+        self._writers.clear()
         self._local = threading.local()
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Writes that share one transaction and one commit."""
+
+    durable: bool
+    conn: sqlite3.Connection
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None

@@ -189,7 +189,7 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
     banks = BankChannels(cfg.banks, cfg.tls)
     coordinator = Coordinator(db, banks, advertise=cfg.advertise or f"{host}:{server.port}",
                               prepare_timeout_s=cfg.prepare_timeout_s, encode_response=encode_pay_response,
-                              retention_s=cfg.idempotency_retention_s)
+                              retention_s=cfg.idempotency_retention_s, parallel_decisions=not cfg.failpoints)
     coordinator.recover()  # before serving: undecided payments are aborted, so GetDecision is final
     server.add_services([
         (add_gateway, GatewayServicer(db, users_, banks, coordinator), SERVICE_NAMES["Gateway"]),

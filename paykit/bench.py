@@ -1,0 +1,415 @@
+"""`paykit bench`: payments/s and latency of a real local cluster, against the gRPC floor of the same setup.
+
+    paykit bench --payers 16 --duration-s 20          throughput, p50/p95/p99, errors, ratio to the floor
+    paykit bench --payers 16 --preload 1000000        the same on an empty start and after a big history
+    paykit bench --payers 4 --rss --payments 100000   each server's RSS after 10k and 100k payments
+
+The floor is a no-op RPC (the gateway's health Check) over the same mutual TLS and the
+same server interceptors, at the same concurrency. One payment costs RPCS_PER_PAYMENT
+RPCs: client -> gateway Pay, then gateway -> banks 2 Prepares and 2 Commits. So
+
+    ratio = payments/s / (no-op RPCs/s / RPCS_PER_PAYMENT)
+
+is the share of the transport's capacity that the payment path reaches; 1.0 would mean
+the servers' own work (SQLite, fsync, 2PC bookkeeping) costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+RPCS_PER_PAYMENT = 5  # Pay, 2 x Prepare, 2 x Commit (GetBalance etc. are not on the path)
+PASSWORD = "bench-password"
+OPENING_MINOR = 100_000_000  # 1,000,000.00 each: small payments in a ring never drain anyone
+AMOUNT_MINOR = 1  # every payer pays the next one 0.01, so every balance stays where it started
+RSS_CHECKPOINTS = (10_000, 100_000)
+SEARCH_SAMPLES = 200
+PRELOAD_BATCH = 50_000  # rows per executemany: bounded memory however big the preload
+PRELOAD_SPAN_MS = 30 * 24 * 3600 * 1000  # the history spreads over the last 30 days
+DAY_MS = 24 * 3600 * 1000
+BANKS = ("BankA", "BankB")
+
+
+@dataclass
+class Phase:
+    """What one timed phase measured."""
+
+    name: str
+    ok: int = 0
+    elapsed_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed_s if self.elapsed_s else 0.0
+
+    def pct(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+    def line(self) -> str:
+        errs = ", ".join(f"{k} {v}" for k, v in self.errors.most_common()) or "none"
+        return (f"{self.name:18} {self.rate:8.1f} /s   p50 {self.pct(50):6.2f} ms   p95 {self.pct(95):6.2f} ms   "
+                f"p99 {self.pct(99):6.2f} ms   ok {self.ok}   errors: {errs}")
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident set size in KiB, from /proc/<pid>/status (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# -- driving calls from N threads ---------------------------------------------
+
+
+def drive(name: str, calls: list, *, duration_s: float, budget: int = 0, out: TextIO | None = None,
+          on_count=None) -> Phase:
+    """Runs calls[i]() in a loop on thread i until the time is up (or `budget` calls succeeded).
+
+    A call returns an error reason (a string) for an expected failure, or None when it worked."""
+    phase = Phase(name)
+    per_thread = [[] for _ in calls]
+    errors = [Counter() for _ in calls]
+    stop = threading.Event()
+
+    def worker(i: int) -> None:
+        lat, errs, call = per_thread[i], errors[i], calls[i]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                reason = call()
+            except Exception as exc:  # a failed call is a figure of the benchmark, not a crash of it
+                reason = getattr(exc, "reason", type(exc).__name__)
+            if reason:
+                errs[reason] += 1
+            else:
+                lat.append((time.perf_counter() - t0) * 1000)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(calls))]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    deadline = started + duration_s if duration_s else float("inf")
+    last = started
+    while True:
+        time.sleep(0.05)
+        now = time.perf_counter()
+        done = sum(len(x) for x in per_thread)
+        if on_count:
+            on_count(done)
+        if now >= deadline or (budget and done >= budget):
+            break
+        if out is not None and now - last >= 1.0:
+            last = now
+            print(f"\r  {name}: {now - started:5.1f} s  {done} ok  {done / (now - started):7.1f} /s  "
+                  f"errors {sum(sum(e.values()) for e in errors)}", end="", file=out, flush=True)
+    stop.set()
+    for t in threads:
+        t.join()
+    phase.elapsed_s = time.perf_counter() - started
+    if out is not None:
+        print("\r" + " " * 78 + "\r", end="", file=out, flush=True)
+    for lat, errs in zip(per_thread, errors, strict=True):
+        phase.latencies_ms.extend(lat)
+        phase.errors.update(errs)
+    phase.ok = len(phase.latencies_ms)
+    return phase
+
+
+def pay_calls(clients: list, accounts: list[tuple[str, str]]) -> list:
+    """Payer i pays account i+1 (a ring), so nobody runs dry however long it runs."""
+
+    def make(i: int):
+        client, (bank, account) = clients[i], accounts[(i + 1) % len(accounts)]
+
+        def call():
+            p = client.pay(bank, account, amount_minor=AMOUNT_MINOR)
+            return None if p.succeeded else (p.failure_reason or p.status)
+
+        return call
+
+    return [make(i) for i in range(len(clients))]
+
+
+def noop_calls(cluster, n: int) -> tuple[list, list]:
+    """Health Check on the gateway, one channel per thread, like one PaymentClient per payer."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from paykit.pki import CLIENT_CN, ensure_identity
+    from paykit.rpc import secure_channel
+
+    tls = ensure_identity(cluster.pki_dir, CLIENT_CN)
+    channels = [secure_channel(cluster.gateway_address, tls) for _ in range(n)]
+    request = health_pb2.HealthCheckRequest(service="")
+
+    def make(channel):
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        def call():
+            stub.Check(request, timeout=5.0)
+
+        return call
+
+    return [make(c) for c in channels], channels
+
+
+# -- the cluster and its users ------------------------------------------------
+
+
+def accounts_for(n: int) -> list[tuple[str, str, str]]:
+    """(username, bank, account) for n payers, alternating banks so every payment crosses banks."""
+    return [(f"bench{i}", BANKS[i % 2], f"bench-acct-{i}") for i in range(max(n, 2))]
+
+
+def register_all(cluster, users: list[tuple[str, str, str]]) -> None:
+    with cluster.client() as c:
+        for username, bank, account in users:
+            c.register(username, PASSWORD, account, bank=bank, opening_balance_minor=OPENING_MINOR)
+
+
+def sign_in_all(cluster, users: list[tuple[str, str, str]], n: int) -> list:
+    clients = []
+    for username, _, _ in users[:n]:
+        c = cluster.client()
+        c.authenticate(username, PASSWORD)
+        clients.append(c)
+    return clients
+
+
+# -- preloading a history -----------------------------------------------------
+
+
+def preload(cluster, users: list[tuple[str, str, str]], n: int, out: TextIO | None = None) -> None:
+    """Writes n committed payments between `users` straight into the stopped cluster's databases.
+
+    Consistent with the ledger (paykit.check holds): each payment has its gateway row with
+    decision commit, settled; a committed debit txn + capture entry at the payer's bank and
+    a committed credit txn + credit entry at the payee's; balances move by the net amounts.
+    Keys of the last two days are kept (those older than the retention are expired, so the
+    gateway's pruning at start deletes them); older ones were pruned long ago in real life."""
+    gw = sqlite3.connect(cluster.gateway_db())
+    banks = {b: sqlite3.connect(cluster.bank_db(b)) for b in cluster.bank_names}
+    for conn in (gw, *banks.values()):
+        # A bulk load into stopped servers' files: one fsync at each batch's end is enough,
+        # a crash here only loses benchmark data.
+        conn.execute("PRAGMA synchronous = NORMAL")
+    net: Counter = Counter()
+    rng = random.Random(7)
+    now = int(time.time() * 1000)
+    done = 0
+    while done < n:
+        size = min(PRELOAD_BATCH, n - done)
+        rows = _preload_rows(users, done, size, now, rng, net)
+        with gw:
+            gw.executemany(
+                "INSERT INTO payments (payment_id, username, idempotency_key, from_bank, from_account, to_bank, "
+                "to_account, amount_minor, decision, debit_acked, credit_acked, created_unix_ms, decided_unix_ms, "
+                "settled_unix_ms) VALUES (?,?,?,?,?,?,?,?,'commit',1,1,?,?,?)", rows["payments"])
+            gw.executemany("INSERT INTO idempotency_keys (username, idem_key, fingerprint, payment_id, response, "
+                           "created_unix_ms) VALUES (?,?,?,?,?,?)", rows["keys"])
+        for bank, conn in banks.items():
+            with conn:
+                conn.executemany("INSERT INTO txns (txn_id, leg, account_id, amount_minor, state, coordinator, "
+                                 "created_unix_ms, updated_unix_ms) VALUES (?,?,?,?,'committed',?,?,?)",
+                                 rows["txns"][bank])
+                conn.executemany("INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
+                                 "VALUES (?,?,?,?,?)", rows["entries"][bank])
+        done += size
+        if out is not None:
+            print(f"\r  preload: {done}/{n} payments", end="", file=out, flush=True)
+    for (bank, account), delta in net.items():
+        with banks[bank] as conn:
+            conn.execute("UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?", (delta, account))
+    for conn in (gw, *banks.values()):
+        conn.close()
+    if out is not None:
+        print(file=out)
+
+
+def _preload_rows(users, start: int, size: int, now: int, rng: random.Random, net: Counter) -> dict:
+    from paykit.gateway import encode_pay_response
+    from paykit.idempotency import fingerprint
+    from paykit.payments import PaymentRecord
+
+    rows = {"payments": [], "keys": [], "txns": {b: [] for b in BANKS}, "entries": {b: [] for b in BANKS}}
+    for k in range(start, start + size):
+        (user, fbank, facct), (_, tbank, tacct) = users[k % len(users)], users[(k + 1) % len(users)]
+        amount = 1 + k % 97
+        ts = now - int(rng.random() * PRELOAD_SPAN_MS)
+        pid, key = uuid.uuid4().hex, str(uuid.uuid4())
+        rows["payments"].append((pid, user, key, fbank, facct, tbank, tacct, amount, ts, ts, ts))
+        if ts > now - 2 * DAY_MS:
+            rec = PaymentRecord(pid, user, key, fbank, facct, tbank, tacct, amount, "commit", created_unix_ms=ts,
+                                debit_acked=True, credit_acked=True)
+            rows["keys"].append((user, key, fingerprint(fbank, facct, tbank, tacct, amount), pid,
+                                 encode_pay_response(rec), ts))
+        rows["txns"][fbank].append((f"{pid}.debit", "debit", facct, amount, "", ts, ts))
+        rows["txns"][tbank].append((f"{pid}.credit", "credit", tacct, amount, "", ts, ts))
+        rows["entries"][fbank].append((facct, f"{pid}.debit", "capture", -amount, ts))
+        rows["entries"][tbank].append((tacct, f"{pid}.credit", "credit", amount, ts))
+        net[(fbank, facct)] -= amount
+        net[(tbank, tacct)] += amount
+    return rows
+
+
+# -- the run --------------------------------------------------------------------
+
+
+def search_p50_ms(clients: list, samples: int = SEARCH_SAMPLES) -> float:
+    """Median latency of a default `search` (the newest 50 of the user's history), one caller."""
+    lat = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        clients[i % len(clients)].search()
+        lat.append((time.perf_counter() - t0) * 1000)
+    return sorted(lat)[len(lat) // 2]
+
+
+def server_rss(cluster) -> dict[str, int]:
+    return {row["name"]: rss_kib(row["pid"]) for row in cluster.status() if row["pid"]}
+
+
+def measure(cluster, users, payers: int, duration_s: float, out: TextIO | None, label: str) -> dict:
+    """Payments, then the no-op floor, at the same concurrency; the ratio of the two."""
+    clients = sign_in_all(cluster, users, payers)
+    accounts = [(bank, account) for _, bank, account in users]
+    try:
+        pay = drive(f"{label}payments", pay_calls(clients, accounts), duration_s=duration_s, out=out)
+        load_pay = _load()
+        calls, channels = noop_calls(cluster, payers)
+        noop = drive(f"{label}no-op RPC", calls, duration_s=max(2.0, duration_s / 2), out=out)
+        for ch in channels:
+            ch.close()
+        search = search_p50_ms(clients)
+    finally:
+        for c in clients:
+            c.close()
+    ratio = pay.rate / (noop.rate / RPCS_PER_PAYMENT) if noop.rate else float("nan")
+    return {"payments": pay, "noop": noop, "ratio": ratio, "search_p50_ms": search, "load": load_pay}
+
+
+def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None) -> tuple[Phase, list]:
+    """Pays until `budget` payments, noting every server's RSS as each checkpoint passes."""
+    checkpoints = [c for c in RSS_CHECKPOINTS if c < budget] + [budget]
+    samples = [(0, server_rss(cluster))]
+
+    def on_count(done: int) -> None:
+        while checkpoints and done >= checkpoints[0]:
+            samples.append((checkpoints.pop(0), server_rss(cluster)))
+
+    clients = sign_in_all(cluster, users, payers)
+    accounts = [(bank, account) for _, bank, account in users]
+    try:
+        phase = drive("payments (rss)", pay_calls(clients, accounts), duration_s=0, budget=budget, out=out,
+                      on_count=on_count)
+    finally:
+        for c in clients:
+            c.close()
+    return phase, samples
+
+
+def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, rss: bool = False,
+              payments_budget: int = RSS_CHECKPOINTS[-1], data_dir: Path | None = None,
+              out: TextIO | None = sys.stdout) -> dict:
+    """Starts a cluster (mutual TLS, SQLite with synchronous=FULL, as `paykit up` runs it) and measures.
+
+    Returns the figures as a dict; prints progress and results to `out` (None: quiet)."""
+    from paykit.cluster import LocalCluster
+
+    own_dir = data_dir is None
+    root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-bench-"))
+    users = accounts_for(payers)
+    result: dict = {"payers": payers, "rpcs_per_payment": RPCS_PER_PAYMENT, "load_start": _load()}
+    cluster = LocalCluster(BANKS, data_dir=root)
+    try:
+        cluster.start()
+        register_all(cluster, users)
+        result["empty"] = measure(cluster, users, payers, duration_s, out, "")
+        _report(result["empty"], payers, out, "empty start")
+        if preload_n:
+            cluster.stop()
+            t0 = time.perf_counter()
+            preload(cluster, users, preload_n, out)
+            result["preload_s"] = time.perf_counter() - t0
+            cluster.start()
+            result["preloaded"] = measure(cluster, users, payers, duration_s, out, "preloaded ")
+            _report(result["preloaded"], payers, out, f"after preloading {preload_n} payments")
+            result["preloaded_vs_empty"] = result["preloaded"]["payments"].rate / result["empty"]["payments"].rate
+            _say(out, f"throughput preloaded / empty = {result['preloaded_vs_empty']:.3f}")
+        if rss:
+            phase, samples = measure_rss(cluster, users, payers, payments_budget, out)
+            result["rss"] = samples
+            _say(out, phase.line())
+            for done, by_server in samples:
+                _say(out, f"RSS after {done:>7} payments: " + "  ".join(f"{k} {v / 1024:.1f} MiB"
+                                                                       for k, v in by_server.items()))
+    finally:
+        cluster.stop()
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+    result["load_end"] = _load()
+    _say(out, f"load average (1/5/15 min): start {result['load_start']}, end {result['load_end']}")
+    return result
+
+
+def _say(out: TextIO | None, text: str) -> None:
+    if out is not None:
+        print(text, file=out, flush=True)
+
+
+def _report(m: dict, payers: int, out: TextIO | None, title: str) -> None:
+    _say(out, f"== {title}: {payers} payer{'s' * (payers != 1)}, load {m['load']}")
+    _say(out, m["payments"].line())
+    _say(out, m["noop"].line())
+    _say(out, f"ratio = {m['payments'].rate:.1f} / ({m['noop'].rate:.1f} / {RPCS_PER_PAYMENT}) = {m['ratio']:.2f}"
+              f"   ({RPCS_PER_PAYMENT} RPCs per payment: Pay + 2 Prepare + 2 Commit)")
+    _say(out, f"search p50 {m['search_p50_ms']:.2f} ms")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paykit bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--payers", type=int, default=1, help="concurrent payers, one client and thread each (default 1)")
+    p.add_argument("--duration-s", type=float, default=10.0, help="how long each timed phase runs (default 10)")
+    p.add_argument("--preload", type=int, default=0, metavar="N",
+                   help="after the empty-start run, write N committed payments into the databases and run again")
+    p.add_argument("--rss", action="store_true", help="report each server's RSS after 10k and 100k payments")
+    p.add_argument("--payments", type=int, default=RSS_CHECKPOINTS[-1], help="payment budget of --rss (default 100000)")
+    p.add_argument("--data-dir", help="keep the cluster's databases and logs here (default: a temporary folder)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.payers < 1 or args.duration_s <= 0 or args.preload < 0 or args.payments < 1:
+        print("paykit bench: error: --payers, --duration-s and --payments must be positive", file=sys.stderr)
+        return 2
+    run_bench(payers=args.payers, duration_s=args.duration_s, preload_n=args.preload, rss=args.rss,
+              payments_budget=args.payments, data_dir=Path(args.data_dir) if args.data_dir else None,
+              out=sys.stdout)
+    return 0
