@@ -1,18 +1,29 @@
-"""Invariants any test or lesson can check on a cluster's databases (read-only).
+"""Invariants any test, lesson or the chaos run can check on a cluster's databases (read-only).
 
     money conserved       sum of balances == sum of opening deposits, at every bank together
     no negative           no balance and no available balance below zero
     ledger matches        each balance == its opening deposit + its ledger entries
     nothing in doubt      no prepared transaction and no hold left at any bank
+    decisions delivered   every payment decided at the gateway, and acknowledged by both banks
     agreement             every decided payment is in the same final state at both banks
+    applied once          a committed payment has exactly one entry per leg, an aborted one none
+    books match payments  each balance == opening + credits - debits of its committed payments
     one payment per key   each (user, idempotency key) gave at most one payment
+    client view           (given what clients were told) succeeded -> committed, failed -> aborted
+
+No import of grpc: this reads SQLite files only, so it works on a stopped cluster too.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+SUCCEEDED, FAILED = "succeeded", "failed"
 
 
 def _ro(path: Path) -> sqlite3.Connection:
@@ -29,6 +40,7 @@ class BankBooks:
     opening: dict[str, int]
     entry_sums: dict[str, int]
     txn_states: dict[str, str]
+    entries_per_txn: dict[str, int] = field(default_factory=dict)  # txn id -> number of ledger entries
 
     @property
     def total_minor(self) -> int:
@@ -36,10 +48,12 @@ class BankBooks:
 
 
 def read_bank(name: str, db_path: Path) -> BankBooks:
-    with _ro(db_path) as conn:
+    with closing(_ro(db_path)) as conn:
         accounts = conn.execute("SELECT account_id, balance_minor, held_minor, opening_minor FROM accounts").fetchall()
         sums = dict(conn.execute("SELECT account_id, SUM(delta_minor) FROM entries GROUP BY account_id").fetchall())
         states = dict(conn.execute("SELECT txn_id, state FROM txns").fetchall())
+        per_txn = dict(conn.execute(
+            "SELECT txn_id, COUNT(*) FROM entries WHERE txn_id IS NOT NULL GROUP BY txn_id").fetchall())
     return BankBooks(
         name,
         {r["account_id"]: r["balance_minor"] for r in accounts},
@@ -47,7 +61,34 @@ def read_bank(name: str, db_path: Path) -> BankBooks:
         {r["account_id"]: r["opening_minor"] for r in accounts},
         sums,
         states,
+        per_txn,
     )
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    """One row of the gateway's payments table, as the checks need it."""
+
+    payment_id: str
+    username: str
+    idempotency_key: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount_minor: int
+    decision: str | None  # 'commit', 'abort', or None while votes are collected
+    settled: bool
+    created_unix_ms: int
+
+
+def read_gateway(db_path: Path) -> list[GatewayPayment]:
+    with closing(_ro(db_path)) as conn:
+        rows = conn.execute(
+            "SELECT payment_id, username, idempotency_key, from_bank, from_account, to_bank, to_account, "
+            "amount_minor, decision, settled_unix_ms IS NOT NULL AS settled, created_unix_ms FROM payments"
+        ).fetchall()
+    return [GatewayPayment(*tuple(r)[:9], bool(r["settled"]), r["created_unix_ms"]) for r in rows]
 
 
 @dataclass
@@ -63,6 +104,10 @@ class Report:
     def ok(self) -> bool:
         return all(ok for ok, _ in self.results.values())
 
+    @property
+    def violations(self) -> list[str]:
+        return [name for name, (ok, _) in self.results.items() if not ok]
+
     def __str__(self) -> str:
         return "\n".join(f"{'ok  ' if ok else 'FAIL'} {name:22} {fig}" for name, (ok, fig) in self.results.items())
 
@@ -75,32 +120,102 @@ def total_money(cluster) -> int:
     return sum(read_bank(b, cluster.bank_db(b)).total_minor for b in cluster.bank_names)
 
 
-def check_invariants(cluster) -> Report:
+def read_books(cluster) -> tuple[dict[str, BankBooks], list[GatewayPayment]]:
+    """Every bank's books, then the gateway's payments (read in that order)."""
     banks = {b: read_bank(b, cluster.bank_db(b)) for b in cluster.bank_names}
-    report = Report()
+    return banks, read_gateway(cluster.gateway_db())
+
+
+def money_sample(cluster) -> tuple[int, int]:
+    """(sum of balances, money in flight) right now, in minor units.
+
+    In flight: captured at the payer's bank, not yet credited at the payee's (the
+    moment between the two Commits). Their sum equals the opening deposits whenever the
+    two banks' files are read between the same two commits; a chart of it is flat."""
+    total = in_flight = 0
+    for b in cluster.bank_names:
+        with closing(_ro(cluster.bank_db(b))) as conn:
+            total += conn.execute("SELECT COALESCE(SUM(balance_minor), 0) FROM accounts").fetchone()[0]
+            in_flight += conn.execute(
+                "SELECT COALESCE(SUM(CASE leg WHEN 'debit' THEN amount_minor ELSE -amount_minor END), 0) "
+                "FROM txns WHERE state = 'committed'"
+            ).fetchone()[0]
+    return total, in_flight
+
+
+def _leg_states(banks: Mapping[str, BankBooks], p: GatewayPayment) -> tuple[str | None, str | None]:
+    return (banks[p.from_bank].txn_states.get(f"{p.payment_id}.debit"),
+            banks[p.to_bank].txn_states.get(f"{p.payment_id}.credit"))
+
+
+def _leg_entries(banks: Mapping[str, BankBooks], p: GatewayPayment) -> tuple[int, int]:
+    return (banks[p.from_bank].entries_per_txn.get(f"{p.payment_id}.debit", 0),
+            banks[p.to_bank].entries_per_txn.get(f"{p.payment_id}.credit", 0))
+
+
+def _check_money(report: Report, banks: Mapping[str, BankBooks]) -> None:
     total = sum(bk.total_minor for bk in banks.values())
     opened = sum(sum(bk.opening.values()) for bk in banks.values())
     report.add("money conserved", total == opened, f"total {total} == opened {opened} (minor units)")
     negative = [(b, a) for b, bk in banks.items() for a, v in bk.balances.items() if v < 0 or v - bk.held[a] < 0]
     report.add("no negative", not negative, f"{len(negative)} accounts below zero {negative[:3]}")
     mismatched = [(b, a) for b, bk in banks.items() for a, v in bk.balances.items() if bk.entry_sums.get(a, 0) != v]
-    report.add("ledger matches", not mismatched, f"{len(mismatched)} balances differ from their ledger {mismatched[:3]}")
+    report.add("ledger matches", not mismatched,
+               f"{len(mismatched)} balances differ from opening + their ledger {mismatched[:3]}")
     in_doubt = [(b, t) for b, bk in banks.items() for t, s in bk.txn_states.items() if s == "prepared"]
     holds = sum(sum(bk.held.values()) for bk in banks.values())
     report.add("nothing in doubt", not in_doubt and holds == 0, f"{len(in_doubt)} prepared, {holds} held")
-    with _ro(cluster.gateway_db()) as conn:
-        rows = conn.execute("SELECT payment_id, from_bank, to_bank, decision FROM payments").fetchall()
-        dup_keys = conn.execute(
-            "SELECT COUNT(*) FROM (SELECT username, idempotency_key FROM payments "
-            "GROUP BY username, idempotency_key HAVING COUNT(*) > 1)"
-        ).fetchone()[0]
-    disagree = []
-    for r in rows:
-        legs = (banks[r["from_bank"]].txn_states.get(f"{r['payment_id']}.debit"),
-                banks[r["to_bank"]].txn_states.get(f"{r['payment_id']}.credit"))
-        want = {"commit": {"committed"}, "abort": {"aborted", None}, None: {"aborted", None}}[r["decision"]]
+
+
+def _check_payments(report: Report, banks: Mapping[str, BankBooks], rows: list[GatewayPayment]) -> None:
+    undecided = sum(p.decision is None for p in rows)
+    unsettled = sum(p.decision is not None and not p.settled for p in rows)
+    report.add("decisions delivered", undecided == 0 and unsettled == 0,
+               f"{undecided} undecided, {unsettled} decided but not acknowledged by both banks")
+    disagree, twice = [], []
+    expected = {b: dict(bk.opening) for b, bk in banks.items()}
+    for p in rows:
+        legs = _leg_states(banks, p)
+        want = {"commit": {"committed"}, "abort": {"aborted", None}, None: {"aborted", None}}[p.decision]
         if not set(legs) <= want:
-            disagree.append((r["payment_id"][:8], r["decision"], legs))
+            disagree.append((p.payment_id[:8], p.decision, legs))
+        if _leg_entries(banks, p) != ((1, 1) if p.decision == "commit" else (0, 0)):
+            twice.append((p.payment_id[:8], p.decision, _leg_entries(banks, p)))
+        if p.decision == "commit":
+            debit, credit = expected[p.from_bank], expected[p.to_bank]
+            debit[p.from_account] = debit.get(p.from_account, 0) - p.amount_minor
+            credit[p.to_account] = credit.get(p.to_account, 0) + p.amount_minor
     report.add("agreement", not disagree, f"{len(rows)} payments, {len(disagree)} disagree {disagree[:3]}")
+    committed = sum(p.decision == "commit" for p in rows)
+    report.add("applied once", not twice,
+               f"{committed} committed with one entry per leg, {len(twice)} applied wrongly {twice[:3]}")
+    off = [(b, a, v, expected[b].get(a)) for b, bk in banks.items() for a, v in bk.balances.items()
+           if expected[b].get(a) != v]
+    report.add("books match payments", not off,
+               f"{len(off)} balances differ from opening + committed payments {off[:3]}")
+    dup_keys = sum(n > 1 for n in Counter((p.username, p.idempotency_key) for p in rows).values())
     report.add("one payment per key", dup_keys == 0, f"{dup_keys} keys with more than one payment")
+
+
+def check_client_view(report: Report, rows: list[GatewayPayment], told: Mapping[tuple[str, str], str]) -> None:
+    """`told`: (username, idempotency key) -> 'succeeded' | 'failed', the final answer a client got."""
+    by_key = {(p.username, p.idempotency_key): p for p in rows}
+    want = {SUCCEEDED: "commit", FAILED: "abort"}
+    wrong = [(user, key[:8], outcome, by_key[(user, key)].decision if (user, key) in by_key else "no payment")
+             for (user, key), outcome in told.items()
+             if (user, key) not in by_key or by_key[(user, key)].decision != want[outcome]]
+    counts = Counter(told.values())
+    report.add("client view", not wrong,
+               f"{counts[SUCCEEDED]} told succeeded, {counts[FAILED]} told failed; {len(wrong)} contradicted "
+               f"{wrong[:3]}")
+
+
+def check_invariants(cluster, *, told: Mapping[tuple[str, str], str] | None = None) -> Report:
+    """Every invariant above on the cluster's files; `told` adds the client-view check."""
+    banks, rows = read_books(cluster)
+    report = Report()
+    _check_money(report, banks)
+    _check_payments(report, banks, rows)
+    if told is not None:
+        check_client_view(report, rows, told)
     return report

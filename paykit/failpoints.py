@@ -62,7 +62,8 @@ def read_armed(path: Path) -> dict[str, str]:
 
 
 def _write_armed(path: Path, armed: dict[str, str]) -> None:
-    tmp = path.with_suffix(".tmp")
+    # One temporary file per process: the server (disarming) and a test (arming) may write at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(armed))
     os.replace(tmp, path)
 
@@ -77,6 +78,11 @@ def arm(data_dir: Path, name: str, action: str = "crash") -> None:
     armed = read_armed(path)
     armed[name] = action
     _write_armed(path, armed)
+
+
+def disarm(data_dir: Path) -> None:
+    """Disarms every failpoint of that server (a fault test that did not reach its point)."""
+    _write_armed(Path(data_dir) / ARM_FILE, {})
 
 
 _active = Failpoints(Path("."), enabled=False)

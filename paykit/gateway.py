@@ -23,13 +23,19 @@ from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
 REDRIVE_EVERY_S = 0.5
-PRUNE_EVERY_S = 60.0
+PRUNE_EVERY_S = 60.0  # at most; a shorter retention prunes more often (see prune_every_s)
+PRUNE_EVERY_MIN_S = 0.5
 STATUS_TO_PB = {
     payments.PENDING: pb.PAYMENT_STATUS_PENDING,
     payments.SUCCEEDED: pb.PAYMENT_STATUS_SUCCEEDED,
     payments.FAILED: pb.PAYMENT_STATUS_FAILED,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+
+
+def prune_every_s(retention_s: float) -> float:
+    """Prune at least twice per retention, so no key outlives it by more than half of it."""
+    return min(PRUNE_EVERY_S, max(retention_s / 2, PRUNE_EVERY_MIN_S))
 
 
 def open_database(data_dir: Path) -> Database:
@@ -203,7 +209,7 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
 
     coordinator.prune_keys()
     _every(REDRIVE_EVERY_S, stop, redrive)
-    _every(PRUNE_EVERY_S, stop, coordinator.prune_keys)
+    _every(prune_every_s(cfg.idempotency_retention_s), stop, coordinator.prune_keys)
     server.ready()
     server.serve_until_stopped(exit_on_stdin_eof=exit_on_stdin_eof)
     stop.set()
