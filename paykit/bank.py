@@ -15,6 +15,7 @@ from paykit import eventlog, failpoints
 from paykit.config import BankConfig, TLSFiles
 from paykit.interceptors import note
 from paykit.ledger import CREDIT, DEBIT, Ledger
+from paykit.pki import GATEWAY_CN
 from paykit.rpc import from_rpc_error, secure_channel, servicer_method
 from paykit.serving import SERVICE_NAMES, Server
 from paykit.v1 import payment_pb2 as pb
@@ -83,7 +84,7 @@ class InDoubtResolver:
 
     def _stub(self, address: str) -> pb_grpc.CoordinatorStub:
         if address not in self._stubs:
-            self._stubs[address] = pb_grpc.CoordinatorStub(secure_channel(address, self.tls))
+            self._stubs[address] = pb_grpc.CoordinatorStub(secure_channel(address, self.tls, server_name=GATEWAY_CN))
         return self._stubs[address]
 
     def resolve_once(self) -> int:

@@ -35,7 +35,7 @@ from paykit.errors import (
     from_reason,
 )
 from paykit.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, parse_amount
-from paykit.pki import CLIENT_CN, ensure_identity
+from paykit.pki import CLIENT_CN, GATEWAY_CN, ensure_identity
 from paykit.rpc import from_rpc_error, secure_channel
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
@@ -201,7 +201,7 @@ class PaymentClient:
         self._closing = False
         self.timeout_s = timeout_s
         self.tls = tls or ensure_identity(Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN)
-        channel = secure_channel(gateway, self.tls)
+        channel = secure_channel(gateway, self.tls, server_name=GATEWAY_CN)
         # log_path: one `rpc.client` JSON line per call attempt (see paykit.client_log).
         self._log = open_client_log(log_path, target=gateway) if log_path else None
         interceptors = (*interceptors, self._log) if self._log else interceptors

@@ -119,9 +119,13 @@ def ensure_identity(pki_dir: Path, common_name: str, *, sans: tuple[str, ...] = 
         cert=pki_dir / f"{common_name}.pem",
         key=pki_dir / f"{common_name}.key",
     )
+    # The common name is also a DNS name of the certificate, so a peer can demand it: the
+    # gateway's channel to BankA accepts only a certificate for "paykit-bank-BankA" (see
+    # rpc.secure_channel's server_name), whatever host it dials.
+    sans = (common_name, *sans)
     if not files.cert.exists() or not files.key.exists():
         _issue(pki_dir, common_name, DEFAULT_SANS + tuple(sans))
-    elif sans and not {_san_text(s) for s in sans} <= set(cert_sans(files.cert)):
+    elif not {_san_text(s) for s in sans} <= set(cert_sans(files.cert)):
         # A later --san names a host this certificate does not cover: re-issue it (same CA, so
         # every peer still trusts it), keeping the names it had.
         _issue(pki_dir, common_name, cert_sans(files.cert) + tuple(sans))

@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +93,9 @@ class Server:
         eventlog.event("server.stopped")
 
     def _watch_stdin(self) -> None:
-        while sys.stdin.buffer.read(4096):
+        # os.read on the raw descriptor, not sys.stdin: a daemon thread blocked inside a
+        # buffered reader can abort the interpreter's shutdown ("_enter_buffered_busy").
+        while os.read(0, 4096):
             pass
         eventlog.event("server.parent_gone")
         self.stop()

@@ -179,3 +179,21 @@ def test_a_later_san_reissues_the_certificate(tmp_path):
     unchanged = again.cert.read_bytes()
     ensure_identity(pki_dir, GATEWAY_CN, sans=("pay.example",))  # already covered: left alone
     assert again.cert.read_bytes() == unchanged
+
+
+@pytest.mark.parametrize(("dial", "expect"), [("BankA", GATEWAY_CN), ("gateway", bank_cn("BankA"))])
+def test_a_server_with_another_identity_is_refused(cluster, dial, expect):
+    # Every certificate comes from one CA, so the channel also demands the expected identity:
+    # a bank (or anyone holding one of our certificates) cannot pose as the gateway, nor the
+    # gateway as a bank. The TLS handshake fails; nothing is sent.
+    address = cluster.gateway_address if dial == "gateway" else cluster.bank_address(dial)
+    holder = CLIENT_CN if expect == GATEWAY_CN else GATEWAY_CN
+    with secure_channel(address, ensure_identity(cluster.pki_dir, holder), server_name=expect) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The right name on the same address works: the refusal was the identity, not the network.
+    right = GATEWAY_CN if dial == "gateway" else bank_cn(dial)
+    with secure_channel(address, ensure_identity(cluster.pki_dir, holder), server_name=right) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
