@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from paykit import LocalCluster, PaymentClient
 
 PASSWORD = "password123"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _state_in_tmp(tmp_path_factory):
+    """Run state that defaults to $PAYKIT_HOME (outboxes, a default PKI) goes to a tmp folder,
+    never into the checkout, and no test sees another run's leftovers."""
+    home = tmp_path_factory.mktemp("paykit-home")
+    saved = os.environ.get("PAYKIT_HOME")
+    os.environ["PAYKIT_HOME"] = str(home)
+    yield home
+    if saved is None:
+        del os.environ["PAYKIT_HOME"]
+    else:
+        os.environ["PAYKIT_HOME"] = saved
 
 
 @pytest.fixture
