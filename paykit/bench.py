@@ -17,6 +17,7 @@ the servers' own work (SQLite, fsync, 2PC bookkeeping) costs nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sqlite3
@@ -83,6 +84,18 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far, from /proc/<pid>/stat (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(cluster) -> dict[str, float]:
+    found = {row["name"]: cpu_s(row["pid"]) for row in cluster.status() if row["pid"]}
+    found["bench"] = cpu_s(os.getpid())
+    return found
+
+
 # -- driving calls from N threads ---------------------------------------------
 
 
@@ -140,17 +153,36 @@ def drive(name: str, calls: list, *, duration_s: float, budget: int = 0, out: Te
     return phase
 
 
-def pay_calls(clients: list, accounts: list[tuple[str, str]]) -> list:
-    """Payer i pays account i+1 (a ring), so nobody runs dry however long it runs."""
+def pay_calls(clients: list, accounts: list[tuple[str, str]], *, outbox: bool = False) -> list:
+    """Payer i pays account i+1 (a ring), so nobody runs dry however long it runs.
+
+    By default one Pay RPC per payment with a fresh key, as PaymentClient sends it (the
+    gateway's path, what the floor is compared with); outbox=True goes through
+    PaymentClient.pay, which first stores each payment in the client's durable outbox."""
+    import grpc
+
+    from paykit.rpc import from_rpc_error
+    from paykit.v1 import payment_pb2 as pb
 
     def make(i: int):
         client, (bank, account) = clients[i], accounts[(i + 1) % len(accounts)]
 
-        def call():
+        def call_outbox():
             p = client.pay(bank, account, amount_minor=AMOUNT_MINOR)
             return None if p.succeeded else (p.failure_reason or p.status)
 
-        return call
+        def call():
+            key = str(uuid.uuid4())
+            metadata = (("authorization", f"Bearer {client.token}"), ("idempotency-key", key),
+                        ("x-request-id", uuid.uuid4().hex), ("x-attempt", "1"))
+            request = pb.PayRequest(idempotency_key=key, to_bank=bank, to_account=account, amount_minor=AMOUNT_MINOR)
+            try:
+                p = client.stub.Pay(request, timeout=client.timeout_s, metadata=metadata).payment
+            except grpc.RpcError as exc:
+                return from_rpc_error(exc).reason
+            return None if p.status == pb.PAYMENT_STATUS_SUCCEEDED else (p.failure_reason or "NOT_SUCCEEDED")
+
+        return call_outbox if outbox else call
 
     return [make(i) for i in range(len(clients))]
 
@@ -293,15 +325,20 @@ def server_rss(cluster) -> dict[str, int]:
     return {row["name"]: rss_kib(row["pid"]) for row in cluster.status() if row["pid"]}
 
 
-def measure(cluster, users, payers: int, duration_s: float, out: TextIO | None, label: str) -> dict:
+def measure(cluster, users, payers: int, duration_s: float, out: TextIO | None, label: str,
+            outbox: bool = False) -> dict:
     """Payments, then the no-op floor, at the same concurrency; the ratio of the two."""
     clients = sign_in_all(cluster, users, payers)
     accounts = [(bank, account) for _, bank, account in users]
     try:
-        pay = drive(f"{label}payments", pay_calls(clients, accounts), duration_s=duration_s, out=out)
+        cpu_before = cpu_by_process(cluster)
+        pay = drive(f"{label}payments", pay_calls(clients, accounts, outbox=outbox), duration_s=duration_s, out=out)
+        cpu_ms = {k: (v - cpu_before[k]) * 1000 / max(1, pay.ok) for k, v in cpu_by_process(cluster).items()}
         load_pay = _load()
         calls, channels = noop_calls(cluster, payers)
+        cpu_before = cpu_by_process(cluster)
         noop = drive(f"{label}no-op RPC", calls, duration_s=max(2.0, duration_s / 2), out=out)
+        cpu_noop_ms = {k: (v - cpu_before[k]) * 1000 / max(1, noop.ok) for k, v in cpu_by_process(cluster).items()}
         for ch in channels:
             ch.close()
         search = search_p50_ms(clients)
@@ -309,10 +346,12 @@ def measure(cluster, users, payers: int, duration_s: float, out: TextIO | None, 
         for c in clients:
             c.close()
     ratio = pay.rate / (noop.rate / RPCS_PER_PAYMENT) if noop.rate else float("nan")
-    return {"payments": pay, "noop": noop, "ratio": ratio, "search_p50_ms": search, "load": load_pay}
+    return {"payments": pay, "noop": noop, "ratio": ratio, "search_p50_ms": search, "load": load_pay,
+            "cpu_ms_per_payment": cpu_ms, "cpu_ms_per_noop": cpu_noop_ms}
 
 
-def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None) -> tuple[Phase, list]:
+def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None,
+                outbox: bool = False) -> tuple[Phase, list]:
     """Pays until `budget` payments, noting every server's RSS as each checkpoint passes."""
     checkpoints = [c for c in RSS_CHECKPOINTS if c < budget] + [budget]
     samples = [(0, server_rss(cluster))]
@@ -324,8 +363,8 @@ def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None) ->
     clients = sign_in_all(cluster, users, payers)
     accounts = [(bank, account) for _, bank, account in users]
     try:
-        phase = drive("payments (rss)", pay_calls(clients, accounts), duration_s=0, budget=budget, out=out,
-                      on_count=on_count)
+        calls = pay_calls(clients, accounts, outbox=outbox)
+        phase = drive("payments (rss)", calls, duration_s=0, budget=budget, out=out, on_count=on_count)
     finally:
         for c in clients:
             c.close()
@@ -333,7 +372,7 @@ def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None) ->
 
 
 def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, rss: bool = False,
-              payments_budget: int = RSS_CHECKPOINTS[-1], data_dir: Path | None = None,
+              payments_budget: int = RSS_CHECKPOINTS[-1], data_dir: Path | None = None, outbox: bool = False,
               out: TextIO | None = sys.stdout) -> dict:
     """Starts a cluster (mutual TLS, SQLite with synchronous=FULL, as `paykit up` runs it) and measures.
 
@@ -348,7 +387,7 @@ def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, 
     try:
         cluster.start()
         register_all(cluster, users)
-        result["empty"] = measure(cluster, users, payers, duration_s, out, "")
+        result["empty"] = measure(cluster, users, payers, duration_s, out, "", outbox)
         _report(result["empty"], payers, out, "empty start")
         if preload_n:
             cluster.stop()
@@ -356,12 +395,12 @@ def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, 
             preload(cluster, users, preload_n, out)
             result["preload_s"] = time.perf_counter() - t0
             cluster.start()
-            result["preloaded"] = measure(cluster, users, payers, duration_s, out, "preloaded ")
+            result["preloaded"] = measure(cluster, users, payers, duration_s, out, "preloaded ", outbox)
             _report(result["preloaded"], payers, out, f"after preloading {preload_n} payments")
             result["preloaded_vs_empty"] = result["preloaded"]["payments"].rate / result["empty"]["payments"].rate
             _say(out, f"throughput preloaded / empty = {result['preloaded_vs_empty']:.3f}")
         if rss:
-            phase, samples = measure_rss(cluster, users, payers, payments_budget, out)
+            phase, samples = measure_rss(cluster, users, payers, payments_budget, out, outbox)
             result["rss"] = samples
             _say(out, phase.line())
             for done, by_server in samples:
@@ -387,6 +426,10 @@ def _report(m: dict, payers: int, out: TextIO | None, title: str) -> None:
     _say(out, m["noop"].line())
     _say(out, f"ratio = {m['payments'].rate:.1f} / ({m['noop'].rate:.1f} / {RPCS_PER_PAYMENT}) = {m['ratio']:.2f}"
               f"   ({RPCS_PER_PAYMENT} RPCs per payment: Pay + 2 Prepare + 2 Commit)")
+    _say(out, "CPU per payment: " + ", ".join(f"{k} {v:.2f} ms" for k, v in m["cpu_ms_per_payment"].items())
+         + f" (total {sum(m['cpu_ms_per_payment'].values()):.2f} ms; this host has {os.cpu_count()} cores)")
+    _say(out, f"CPU per no-op RPC: gateway {m['cpu_ms_per_noop']['gateway']:.3f} ms, "
+              f"bench {m['cpu_ms_per_noop']['bench']:.3f} ms")
     _say(out, f"search p50 {m['search_p50_ms']:.2f} ms")
 
 
@@ -400,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the empty-start run, write N committed payments into the databases and run again")
     p.add_argument("--rss", action="store_true", help="report each server's RSS after 10k and 100k payments")
     p.add_argument("--payments", type=int, default=RSS_CHECKPOINTS[-1], help="payment budget of --rss (default 100000)")
+    p.add_argument("--outbox", action="store_true",
+                   help="pay through PaymentClient.pay and its durable client outbox (default: the Pay RPC alone)")
     p.add_argument("--data-dir", help="keep the cluster's databases and logs here (default: a temporary folder)")
     return p
 
@@ -411,5 +456,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_bench(payers=args.payers, duration_s=args.duration_s, preload_n=args.preload, rss=args.rss,
               payments_budget=args.payments, data_dir=Path(args.data_dir) if args.data_dir else None,
-              out=sys.stdout)
+              outbox=args.outbox, out=sys.stdout)
     return 0
