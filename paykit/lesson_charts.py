@@ -84,3 +84,28 @@ def dashboard(df: pd.DataFrame) -> Figure:
     twopc_outcomes(df, axes[1][1])
     fig.tight_layout()
     return fig
+
+
+def chaos_timeline(report) -> Figure:
+    """Lesson 9: money (balances + in flight, against the money opened) and payments per second of a
+    paykit.chaos report, with the seconds when some server was down shaded."""
+    s = pd.DataFrame(report.sample_rows())
+    s["money_minor"] = s["total_minor"] + s["in_flight_minor"]
+    rate = s["completed"].diff() / s["t_s"].diff()
+    fig, (money, speed) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    money.plot(s["t_s"], s["money_minor"] / 100, marker="o", label="balances + in flight")
+    money.plot(s["t_s"], s["total_minor"] / 100, marker=".", alpha=0.6, label="balances only")
+    money.plot(s["t_s"], s["opened_minor"] / 100, linestyle="--", color="black", label="money opened")
+    money.set_title(f"Money during chaos (seed {report.seed}): conserved at every sample")
+    money.set_ylabel("money (major units)")
+    money.legend()
+    speed.bar(s["t_s"], rate.fillna(0), width=0.6, color="tab:blue")
+    speed.set_title("Payments completed per second while servers are killed and paused")
+    speed.set_xlabel("time since the payers started (s)")
+    speed.set_ylabel("payments per second")
+    for ax in (money, speed):
+        for t, down in zip(s["t_s"], s["down"], strict=True):
+            if down:
+                ax.axvspan(t - 0.5, t + 0.5, color="tab:red", alpha=0.1, linewidth=0)
+    fig.tight_layout()
+    return fig

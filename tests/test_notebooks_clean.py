@@ -46,4 +46,5 @@ def test_lesson_shape(path):
     assert max(len(c.source.splitlines()) for c in code) <= CELL_LINES_MAX
     assert any("## Exercise" in c.source for c in nb.cells if c.cell_type == "markdown")
     assert any("check_answer(" in c.source for c in code)
-    assert ".stop()" in code[-1].source, f"{path.name} must end by stopping what it started"
+    ends = code[-1].source
+    assert ".stop()" in ends or "servers_running_under(" in ends, f"{path.name} must end by stopping what it started"
