@@ -397,7 +397,8 @@ class _Run:
             if sample.t_s - last_line >= 2.0:
                 last_line = sample.t_s
                 money = "unreadable" if sample.total_minor is None else (
-                    f"{sample.total_minor} + {sample.in_flight_minor} in flight of {sample.opened_minor}")
+                    f"{sample.total_minor} {sample.in_flight_minor:+d} in flight = "
+                    f"{sample.total_minor + sample.in_flight_minor} of {sample.opened_minor}")
                 self.say(f"{sample.completed} done ({sample.succeeded} ok, {sample.failed} failed, "
                          f"{sample.uncertain} uncertain), money {money}, down: {sample.down or '-'}")
 
