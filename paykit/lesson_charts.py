@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from paykit.logs import retried_requests, rpc_calls, twopc_events
+
+# Horizontal boxes: matplotlib 3.10 added `orientation` and deprecated `vert`.
+_HORIZONTAL = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) \
+    else {"vert": False}
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -21,7 +26,7 @@ def latency_by_method(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
     calls = calls[(calls["side"] == "server") & calls["latency_ms"].notna()]
     calls = calls.assign(name=calls["method"].astype(str).str.removeprefix("/paykit.v1."))
     groups = {name: g["latency_ms"].to_numpy() for name, g in calls.groupby("name")}
-    ax.boxplot(list(groups.values()), tick_labels=list(groups), vert=False, showfliers=True)
+    ax.boxplot(list(groups.values()), tick_labels=list(groups), showfliers=True, **_HORIZONTAL)
     ax.set_title("Latency per method (server side)")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("method")
@@ -96,7 +101,10 @@ def chaos_timeline(report) -> Figure:
     money.plot(s["t_s"], s["money_minor"] / 100, marker="o", label="balances + in flight")
     money.plot(s["t_s"], s["total_minor"] / 100, marker=".", alpha=0.6, label="balances only")
     money.plot(s["t_s"], s["opened_minor"] / 100, linestyle="--", color="black", label="money opened")
-    money.set_title(f"Money during chaos (seed {report.seed}): conserved at every sample")
+    readable = s.dropna(subset=["money_minor"])
+    conserved = bool((readable["money_minor"] == readable["opened_minor"]).all())
+    money.set_title(f"Money during chaos (seed {report.seed}): "
+                    + ("conserved at every sample" if conserved else "NOT conserved"))
     money.set_ylabel("money (major units)")
     money.legend()
     speed.bar(s["t_s"], rate.fillna(0), width=0.6, color="tab:blue")

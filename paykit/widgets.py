@@ -40,6 +40,8 @@ class PaymentForm:
         self.box = widgets.VBox([self.balance, self.bank, self.recipient, self.amount, self.pay_button, self.result])
         self.last_payment: Payment | None = None
         self._unknown: tuple[tuple[str, str, int], str] | None = None  # (fields, key) of an unknown outcome
+        self._queued_keys: set[str] = set()  # payments this form left in the client's outbox
+        client.on_complete(self._on_complete)
         self.refresh_balance()
 
     def _ipython_display_(self) -> None:
@@ -91,9 +93,20 @@ class PaymentForm:
             return None
         self._unknown = None
         self.last_payment = payment
+        if payment.queued:
+            self._queued_keys.add(key)
         self._say(*describe(payment))
         self.refresh_balance()
         return payment
+
+    def _on_complete(self, payment: Payment) -> None:
+        """A payment this form queued (gateway unreachable) has ended: show how (runs on the drainer's thread)."""
+        if payment.idempotency_key not in self._queued_keys:
+            return
+        self._queued_keys.discard(payment.idempotency_key)
+        self.last_payment = payment
+        self._say(*describe(payment))
+        self.refresh_balance()
 
 
 def describe(payment: Payment) -> tuple[str, str]:
@@ -104,4 +117,6 @@ def describe(payment: Payment) -> tuple[str, str]:
     if payment.status == "failed":
         reason = payment.failure_message or payment.failure_reason
         return "error", f"Payment failed: {reason}. No money moved."
+    if payment.queued:
+        return "pending", f"Gateway unreachable: payment of {what} queued; its outcome will show here when sent."
     return "pending", f"Payment of {what} is {payment.status}; you will see its outcome here and in search."

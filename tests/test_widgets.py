@@ -6,6 +6,7 @@ import pytest
 from conftest import signed_in
 
 from paykit.check import check_invariants
+from paykit.lessons import wait_until
 from paykit.widgets import PaymentForm
 
 
@@ -68,15 +69,14 @@ def test_unknown_recipient_account_fails_cleanly(form):
     assert form.client.balance().balance_minor == 100_000
 
 
-def test_unknown_outcome_keeps_the_key_so_a_second_click_cannot_pay_twice(cluster, form):
+def test_gateway_down_queues_and_the_form_shows_the_outcome_when_sent(cluster, form):
     fill(form, "BankB", "recipient123", "3")
     cluster.stop_server("gateway")
-    form.client.timeout_s = 1.0
     form.pay_button.click()
-    assert "outcome is unknown" in form.result.value
-    kept_key = form._unknown[1]
+    assert "queued" in form.result.value and form.last_payment.queued
     cluster.restart("gateway")
-    form.pay_button.click()
-    assert "Payment succeeded" in form.result.value
-    assert form.last_payment.idempotency_key == kept_key
-    assert form.client.balance().balance_minor == 100_000 - 300
+    wait_until(lambda: "Payment succeeded: 3.00 to BankB/recipient123" in form.result.value, 30.0,
+               what="the queued payment's outcome on the form")
+    assert "997.00" in form.balance.value
+    assert form.client.balance().balance_minor == 100_000 - 300  # paid once
+    check_invariants(cluster).assert_ok()
