@@ -32,6 +32,7 @@ from paykit.errors import (
     NotAuthenticated,
     PaykitError,
     Unavailable,
+    field_of,
     from_reason,
 )
 from paykit.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, parse_amount
@@ -198,6 +199,8 @@ class PaymentClient:
         self._on_complete: list[Callable[[Payment], None]] = []
         self._on_notice: list[Callable[[str], None]] = []
         self._closed_handshakes = 0  # connect-phase "Socket closed" in a row (see outbox.TLS_SUSPECT_CLOSES)
+        # This thread's last refusal's ErrorInfo metadata (its "field"), which an outbox Attempt does not keep.
+        self._refused = threading.local()
         self._closing = False
         self.timeout_s = timeout_s
         self.tls = tls or ensure_identity(Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN)
@@ -300,7 +303,8 @@ class PaymentClient:
         (unknown bank, bad amount, ...) raise, as does a TLS failure (TLSFailure).
         """
         self._require_auth()
-        minor = to_minor(amount, amount_minor)
+        with field_of("amount_minor"):
+            minor = to_minor(amount, amount_minor)
         box, drainer = self._open_outbox(create=True)
         added = box.add(to_bank, to_account, minor, key=key)
         entry = added.entry
@@ -317,7 +321,7 @@ class PaymentClient:
                                 f"was not sent ({attempt.message})")
         done = drainer.apply(entry, attempt, generation, reported=True)
         if attempt.kind == ob.DONE and not attempt.payment:  # the gateway refused the request itself
-            raise from_reason(attempt.reason)(attempt.message)
+            raise from_reason(attempt.reason)(attempt.message, metadata=getattr(self._refused, "metadata", None))
         if attempt.kind == ob.DONE:
             return self._payment_of(done)
         why = {ob.AUTH: QUEUED_SIGNED_OUT}.get(attempt.kind, QUEUED_NO_ANSWER if attempt.maybe_sent
@@ -422,6 +426,7 @@ class PaymentClient:
                                timeout_s=timeout_s)
         except PaykitError as err:
             attempt = ob.classify(err)
+            self._refused.metadata = err.metadata
             self._closed_handshakes = self._closed_handshakes + 1 if attempt.closed_at_connect else 0
             if self._closed_handshakes >= ob.TLS_SUSPECT_CLOSES:
                 return replace(attempt, kind=ob.TLS, reason=ob.TLSFailure.reason, message=(

@@ -26,6 +26,9 @@ values, not errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 ERROR_DOMAIN = "paykit.dev"
 
 
@@ -43,6 +46,11 @@ class PaykitError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def field(self) -> str:
+        """The request field the error is about ("amount_minor", ...), or ""."""
+        return self.metadata.get("field", "")
 
 
 class InvalidInput(PaykitError):
@@ -116,6 +124,17 @@ class Unavailable(PaykitError):
 class Internal(PaykitError):
     code = "INTERNAL"
     reason = "INTERNAL"
+
+
+@contextmanager
+def field_of(name: str) -> Iterator[None]:
+    """Names the request field (its proto name) that an error raised inside is about. It goes
+    into the ErrorInfo metadata, and for InvalidInput also a google.rpc.BadRequest violation."""
+    try:
+        yield
+    except PaykitError as err:
+        err.metadata["field"] = name
+        raise
 
 
 def _all_classes() -> list[type[PaykitError]]:

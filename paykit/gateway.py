@@ -11,7 +11,7 @@ from paykit import eventlog, idempotency, payments, users
 from paykit.config import GatewayConfig
 from paykit.coordinator import DRIVE_INLINE_S, Coordinator
 from paykit.db import Database
-from paykit.errors import InvalidInput, PermissionDenied, UnknownPayment
+from paykit.errors import InvalidInput, PermissionDenied, UnknownPayment, field_of
 from paykit.interceptors import bearer_token, current_user, note
 from paykit.ledger import check_account_id
 from paykit.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor
@@ -67,9 +67,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     def Register(self, request, context):
         username = self.users.check_new(request.username, request.password)
         bank = request.bank or self.banks.names[0]
-        self.banks.stub(bank)  # UnknownBank if not ours
-        check_account_id(request.account_id)
-        check_amount_minor(request.opening_balance_minor, allow_zero=True, max_minor=OPENING_BALANCE_MAX_MINOR)
+        with field_of("bank"):
+            self.banks.stub(bank)  # UnknownBank if not ours
+        with field_of("account_id"):
+            check_account_id(request.account_id)
+        with field_of("opening_balance_minor"):
+            check_amount_minor(request.opening_balance_minor, allow_zero=True, max_minor=OPENING_BALANCE_MAX_MINOR)
         with self._register_lock:
             self.users.check_new(request.username, request.password)
             self.banks.call(bank, "OpenAccount", pb.OpenAccountRequest(
@@ -102,13 +105,17 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         user = current_user()
         if request.from_account and request.from_account != user.account_id:
             raise PermissionDenied(f"you can pay only from your own account ({user.account_id})")
-        key = idempotency.check_key(request.idempotency_key)
+        with field_of("idempotency_key"):
+            key = idempotency.check_key(request.idempotency_key)
         note(idempotency_key=key, amount_minor=request.amount_minor)
-        check_amount_minor(request.amount_minor)
-        self.banks.stub(request.to_bank)
-        check_account_id(request.to_account)
-        if (request.to_bank, request.to_account) == (user.bank, user.account_id):
-            raise InvalidInput("you cannot pay yourself; choose another recipient")
+        with field_of("amount_minor"):
+            check_amount_minor(request.amount_minor)
+        with field_of("to_bank"):
+            self.banks.stub(request.to_bank)
+        with field_of("to_account"):
+            check_account_id(request.to_account)
+            if (request.to_bank, request.to_account) == (user.bank, user.account_id):
+                raise InvalidInput("you cannot pay yourself; choose another recipient")
         response = self.coordinator.pay(
             username=user.username, from_bank=user.bank, from_account=user.account_id, to_bank=request.to_bank,
             to_account=request.to_account, amount_minor=request.amount_minor, key=key,

@@ -142,13 +142,15 @@ class SearchFilter:
 
     def check(self) -> SearchFilter:
         if self.status and self.status not in STATUSES:
-            raise InvalidInput(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+            raise InvalidInput(f"status {self.status!r} is not one of {', '.join(STATUSES)}",
+                               metadata={"field": "status"})
         if self.min_amount_minor < 0 or self.max_amount_minor < 0:
-            raise InvalidInput("amount bounds must not be negative")
+            field = "min_amount_minor" if self.min_amount_minor < 0 else "max_amount_minor"
+            raise InvalidInput("amount bounds must not be negative", metadata={"field": field})
         if self.max_amount_minor and self.min_amount_minor > self.max_amount_minor:
-            raise InvalidInput("min amount is larger than max amount")
+            raise InvalidInput("min amount is larger than max amount", metadata={"field": "min_amount_minor"})
         if not 0 <= self.limit <= SEARCH_LIMIT_MAX:
-            raise InvalidInput(f"limit must be between 1 and {SEARCH_LIMIT_MAX}")
+            raise InvalidInput(f"limit must be between 1 and {SEARCH_LIMIT_MAX}", metadata={"field": "limit"})
         return self
 
 
