@@ -34,8 +34,9 @@ up: setup
 	$(BIN)/paykit up
 
 # JupyterLab on lessons/; its python3 kernel is this venv's Python (jupyter_client runs "python" as sys.executable).
+# As root (a container), Jupyter wants --allow-root.
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=lessons
+	$(BIN)/jupyter lab --ServerApp.root_dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) .paykit
