@@ -29,6 +29,7 @@ DECISION_CALL_TIMEOUT_S = 1.0  # deadline of one Commit/Abort call
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 2.0
 LEGS = (DEBIT, CREDIT)
+REDRIVE_PAGE = 100  # unsettled payments read at a time by the redriver
 DECISION_SENDERS = 32  # threads sending second legs in parallel: as many as the server has workers
 
 
@@ -192,9 +193,15 @@ class Coordinator:
         """Sends decisions that some bank has not acknowledged yet; returns how many settled."""
         decided_before = payments.now_ms() - int(min_age_s * 1000)
         settled, down = 0, set()
-        for p in payments.unsettled(self.db.read(), decided_before):
-            settled += self._drive(p, inline=False, down=down)
-        return settled
+        while True:
+            # Each page either settles a payment or marks one of its banks down, and the next
+            # page skips payments waiting only on down banks: so this ends, and a dead bank
+            # never holds back the decisions of live ones.
+            page = payments.unsettled(self.db.read(), decided_before, REDRIVE_PAGE, frozenset(down))
+            for p in page:
+                settled += self._drive(p, inline=False, down=down)
+            if len(page) < REDRIVE_PAGE:
+                return settled
 
     def prune_keys(self) -> int:
         return idempotency.prune(self.db.write, self.retention_s)

@@ -96,7 +96,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     @servicer_method
     def GetBalance(self, request, context):
         user = current_user()
-        if request.account_id and ((request.bank or user.bank), request.account_id) != (user.bank, user.account_id):
+        other_bank = request.bank and request.bank != user.bank
+        if other_bank or (request.account_id and request.account_id != user.account_id):
             raise PermissionDenied("you can see only your own balance")
         return self.banks.call(user.bank, "GetBalance", pb.BankBalanceRequest(account_id=user.account_id))
 

@@ -121,11 +121,16 @@ def undecided(conn: sqlite3.Connection) -> list[PaymentRecord]:
     return [PaymentRecord.from_row(r) for r in conn.execute("SELECT * FROM payments WHERE decision IS NULL")]
 
 
-def unsettled(conn: sqlite3.Connection, decided_before_ms: int, limit: int = 100) -> list[PaymentRecord]:
+def unsettled(conn: sqlite3.Connection, decided_before_ms: int, limit: int = 100,
+              skip_banks: frozenset[str] = frozenset()) -> list[PaymentRecord]:
+    """The oldest decided payments some bank has not acknowledged, except those waiting only
+    on a bank in `skip_banks` (down this round), so a dead bank cannot starve the others."""
+    skip = ",".join("?" * len(skip_banks))
     rows = conn.execute(
         "SELECT * FROM payments WHERE settled_unix_ms IS NULL AND decided_unix_ms IS NOT NULL "
-        "AND decided_unix_ms <= ? ORDER BY decided_unix_ms LIMIT ?",
-        (decided_before_ms, limit),
+        f"AND decided_unix_ms <= ? AND NOT ((debit_acked OR from_bank IN ({skip})) "
+        f"AND (credit_acked OR to_bank IN ({skip}))) ORDER BY decided_unix_ms LIMIT ?",
+        (decided_before_ms, *skip_banks, *skip_banks, limit),
     )
     return [PaymentRecord.from_row(r) for r in rows]
 
