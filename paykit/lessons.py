@@ -6,7 +6,7 @@
     refused_without_certificate(cluster)    lesson 2: what mutual TLS refuses
     books(cluster)                          lessons 4, 5: every account at every bank, as a DataFrame
     in_doubt(cluster) / wait_recovered()    lesson 5: prepared transactions, and waiting for recovery
-    pay_concurrently(client, n, ...)        lesson 4: the same payment sent n times at once
+    pay_concurrently(cluster, user, ...)    lesson 4: the same payment sent n times at once
     payment_story(cluster, payment_id)      lessons 3, 5: one payment's 2PC events from every log
     make_traffic(cluster)                   lesson 7: a small mixed workload to chart
 """
@@ -26,7 +26,7 @@ import grpc
 import pandas as pd
 
 from paykit.check import Report, check_invariants, read_bank
-from paykit.client import Payment, PaymentClient
+from paykit.client import Payment, to_minor
 from paykit.errors import PaykitError
 from paykit.money import format_minor
 from paykit.pki import CLIENT_CN, ensure_identity
@@ -152,18 +152,32 @@ def wait_recovered(cluster, timeout_s: float = 20.0) -> Report:
     return last[0]
 
 
-def pay_concurrently(client: PaymentClient, n: int, to_bank: str, to_account: str, amount: str, *,
-                     key: str) -> list[Payment | PaykitError]:
-    """Lesson 4: sends the same payment (same key) from `n` threads at once; returns each outcome."""
+def pay_concurrently(cluster, username: str, password: str, n: int, to_bank: str, to_account: str, amount: str,
+                     *, key: str) -> list[Payment | PaykitError]:
+    """Lesson 4: `n` separate connections signed in as `username` (like n devices) send the same payment with
+    the same key at the same instant, each exactly once (no outbox, no retries); returns each answer."""
+    from paykit.chaos import GatewaySession
 
-    def one(_: int) -> Payment | PaykitError:
+    tls = ensure_identity(cluster.pki_dir, CLIENT_CN)
+    sessions = [GatewaySession(cluster.gateway_address, tls) for _ in range(n)]
+    for session in sessions:
+        session.authenticate(username, password)
+    start = threading.Barrier(n)
+    amount_minor = to_minor(amount, None)
+
+    def one(session) -> Payment | PaykitError:
+        start.wait()
         try:
-            return client.pay(to_bank, to_account, amount, key=key)
+            return Payment.from_pb(session.pay(to_bank, to_account, amount_minor, key))
         except PaykitError as err:
             return err
 
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            return list(pool.map(one, sessions))
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def payment_story(cluster, payment_id: str) -> pd.DataFrame:
