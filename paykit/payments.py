@@ -179,10 +179,12 @@ def search(conn: sqlite3.Connection, username: str, bank: str, account: str, f: 
             where.append(f"{column} {op} {int(value)}")
     params = dict(args, me=username, bank=bank, account=account, limit=f.limit or SEARCH_LIMIT_DEFAULT)
     extra = "".join(f" AND {w}" for w in where)
-    # Two index range scans (mine, and to my account) merged, newest first.
+    # Two index range scans (mine, and to my account), each newest first and stopped after
+    # `limit` rows, then merged: the cost follows the page asked for, not the size of the history.
+    newest = "ORDER BY created_unix_ms DESC, payment_id LIMIT :limit"
     sql = (
-        f"SELECT * FROM (SELECT * FROM payments WHERE username = :me{extra} "
-        f"UNION SELECT * FROM payments WHERE to_bank = :bank AND to_account = :account{extra}) "
-        "ORDER BY created_unix_ms DESC, payment_id LIMIT :limit"
+        f"SELECT * FROM (SELECT * FROM payments WHERE username = :me{extra} {newest}) "
+        f"UNION SELECT * FROM (SELECT * FROM payments WHERE to_bank = :bank AND to_account = :account{extra} "
+        f"{newest}) {newest}"
     )
     return [PaymentRecord.from_row(r) for r in conn.execute(sql, params)]
