@@ -78,7 +78,13 @@ def claim(conn: sqlite3.Connection, username: str, key: str, fp: str, new_paymen
 
 
 def store_response(conn: sqlite3.Connection, payment_id: str, response: bytes) -> None:
-    conn.execute("UPDATE idempotency_keys SET response = ? WHERE payment_id = ?", (response, payment_id))
+    # Found by its primary key through the payment's row: a lookup by payment_id alone would scan
+    # every key kept (a day of payments), once per payment.
+    conn.execute(
+        "UPDATE idempotency_keys SET response = ? WHERE (username, idem_key) = "
+        "(SELECT username, idempotency_key FROM payments WHERE payment_id = ?)",
+        (response, payment_id),
+    )
 
 
 def prune(conn_factory, retention_s: float) -> int:
