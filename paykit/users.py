@@ -12,8 +12,10 @@ import hmac
 import re
 import secrets
 import sqlite3
+import threading
 import time
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from paykit.db import Database
@@ -48,6 +50,11 @@ _USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _DUMMY_SALT = secrets.token_bytes(16)
 TOKEN_PREFIX = "pk_"
+# Valid sessions remembered in memory, so a call does not cost two SQLite lookups. Bounded (least
+# recently used go first); expiry is checked on every call; logout forgets the token at once; and an
+# entry is re-read from SQLite after TOKEN_CACHE_S, in case the table was changed from outside.
+TOKEN_CACHE_MAX = 10_000
+TOKEN_CACHE_S = 5.0
 BAD_LOGIN = "wrong username or password"
 
 
@@ -109,6 +116,9 @@ class Users:
         self.token_ttl_ms = int(token_ttl_s * 1000)
         self.lockout_failures = lockout_failures
         self.lockout_ms = int(lockout_s * 1000)
+        self._tokens: OrderedDict[str, tuple[User, int, int]] = OrderedDict()  # sha256 -> user, expiry, re-read at
+        self._tokens_lock = threading.Lock()
+        self._logouts = 0  # a lookup that overlapped a logout does not cache what it read
 
     def get(self, username: str) -> User | None:
         row = self.db.read().execute(
@@ -175,8 +185,18 @@ class Users:
         """The user a bearer token belongs to; NotAuthenticated says why not."""
         if not token:
             raise NotAuthenticated("not signed in: this call needs a token")
+        digest, ts = hash_token(token), now_ms()
+        with self._tokens_lock:
+            cached = self._tokens.get(digest)
+            if cached is not None and cached[1] > ts and cached[2] > ts:
+                self._tokens.move_to_end(digest)
+                return cached[0]
+        return self._user_for_digest(digest)
+
+    def _user_for_digest(self, digest: str) -> User:
+        logouts = self._logouts
         row = self.db.read().execute(
-            "SELECT username, expires_unix_ms, revoked FROM sessions WHERE token_sha256 = ?", (hash_token(token),)
+            "SELECT username, expires_unix_ms, revoked FROM sessions WHERE token_sha256 = ?", (digest,)
         ).fetchone()
         if row is None:
             raise NotAuthenticated("token not recognised (forged, tampered or from another gateway); sign in again")
@@ -187,8 +207,18 @@ class Users:
         user = self.get(row["username"])
         if user is None:
             raise NotAuthenticated("token's user no longer exists")
+        with self._tokens_lock:
+            if logouts == self._logouts:
+                self._tokens[digest] = (user, row["expires_unix_ms"], now_ms() + int(TOKEN_CACHE_S * 1000))
+                self._tokens.move_to_end(digest)
+                if len(self._tokens) > TOKEN_CACHE_MAX:
+                    self._tokens.popitem(last=False)
         return user
 
     def logout(self, token: str) -> None:
+        digest = hash_token(token)
         with self.db.write() as conn:
-            conn.execute("UPDATE sessions SET revoked = 1 WHERE token_sha256 = ?", (hash_token(token),))
+            conn.execute("UPDATE sessions SET revoked = 1 WHERE token_sha256 = ?", (digest,))
+        with self._tokens_lock:
+            self._logouts += 1
+            self._tokens.pop(digest, None)
