@@ -373,7 +373,7 @@ def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None,
 
 def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, rss: bool = False,
               payments_budget: int = RSS_CHECKPOINTS[-1], data_dir: Path | None = None, outbox: bool = False,
-              out: TextIO | None = sys.stdout) -> dict:
+              check: bool = False, out: TextIO | None = sys.stdout) -> dict:
     """Starts a cluster (mutual TLS, SQLite with synchronous=FULL, as `paykit up` runs it) and measures.
 
     Returns the figures as a dict; prints progress and results to `out` (None: quiet)."""
@@ -394,6 +394,7 @@ def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, 
             t0 = time.perf_counter()
             preload(cluster, users, preload_n, out)
             result["preload_s"] = time.perf_counter() - t0
+            _say(out, f"preloaded {preload_n} payments in {result['preload_s']:.0f} s (servers stopped, bulk SQL)")
             cluster.start()
             result["preloaded"] = measure(cluster, users, payers, duration_s, out, "preloaded ", outbox)
             _report(result["preloaded"], payers, out, f"after preloading {preload_n} payments")
@@ -406,6 +407,13 @@ def run_bench(*, payers: int = 1, duration_s: float = 10.0, preload_n: int = 0, 
             for done, by_server in samples:
                 _say(out, f"RSS after {done:>7} payments: " + "  ".join(f"{k} {v / 1024:.1f} MiB"
                                                                        for k, v in by_server.items()))
+        cluster.stop()
+        if check:  # read-only, on the stopped cluster's files: every payment has settled
+            from paykit.check import check_invariants
+
+            report = check_invariants(cluster)
+            result["invariants_ok"] = report.ok
+            _say(out, f"invariants (paykit.check):\n{report}")
     finally:
         cluster.stop()
         if own_dir:
@@ -445,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payments", type=int, default=RSS_CHECKPOINTS[-1], help="payment budget of --rss (default 100000)")
     p.add_argument("--outbox", action="store_true",
                    help="pay through PaymentClient.pay and its durable client outbox (default: the Pay RPC alone)")
+    p.add_argument("--check", action="store_true",
+                   help="at the end, check paykit.check's invariants on the databases (slow for big preloads)")
     p.add_argument("--data-dir", help="keep the cluster's databases and logs here (default: a temporary folder)")
     return p
 
@@ -456,5 +466,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_bench(payers=args.payers, duration_s=args.duration_s, preload_n=args.preload, rss=args.rss,
               payments_budget=args.payments, data_dir=Path(args.data_dir) if args.data_dir else None,
-              outbox=args.outbox, out=sys.stdout)
+              outbox=args.outbox, check=args.check, out=sys.stdout)
     return 0
