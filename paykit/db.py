@@ -60,19 +60,33 @@ class Database:
     def write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """An atomic write, durable (synchronous=FULL) when the block returns; undone on any error."""
         batch, conn = self._join(durable)
-        conn.execute("SAVEPOINT w")
         try:
+            conn.execute("SAVEPOINT w")
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK TO w")
             conn.execute("RELEASE w")
+        except BaseException:
+            self._undo(batch)
             self._leave(batch)
             raise
-        conn.execute("RELEASE w")
         self._leave(batch)
         batch.done.wait()
         if batch.error is not None:
             raise batch.error
+
+    @staticmethod
+    def _undo(batch: _Batch) -> None:
+        """Takes back one block's writes. If SQLite has already rolled back the whole transaction
+        (disk full, I/O error), or cannot take them back, the batch fails for every writer in it."""
+        conn = batch.conn
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK TO w")
+                conn.execute("RELEASE w")
+                return
+            except sqlite3.Error as exc:
+                batch.error = batch.error or exc
+                return
+        batch.error = batch.error or sqlite3.OperationalError("SQLite rolled the transaction back")
 
     def _join(self, durable: bool) -> tuple[_Batch, sqlite3.Connection]:
         """Waits for the connection, then joins the open batch or begins one."""
@@ -88,7 +102,13 @@ class Database:
             batch = self._batch
         if batch is None:
             conn = self._writer(durable)
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException:  # another process held the lock past busy_timeout: give the turn back
+                with self._turn:
+                    self._busy = False
+                    self._turn.notify_all()
+                raise
             batch = self._batch = _Batch(durable, conn)
         self._local.writing = True
         return batch, batch.conn
@@ -104,12 +124,16 @@ class Database:
                 return
             self._batch = None
         try:
-            batch.conn.execute("COMMIT")
+            if batch.error is None:
+                batch.conn.execute("COMMIT")
         except BaseException as exc:  # disk full, I/O error: every write of the batch failed
             batch.error = exc
-            if batch.conn.in_transaction:
-                batch.conn.execute("ROLLBACK")
         finally:
+            if batch.conn.in_transaction:  # only after a failure: nothing of the batch may stay
+                try:
+                    batch.conn.execute("ROLLBACK")
+                except sqlite3.Error as exc:
+                    batch.error = batch.error or exc
             with self._turn:
                 self._busy = False
                 self._turn.notify_all()
