@@ -8,6 +8,7 @@ Needs the Debian package `chromium` (/usr/bin/chromium) and the `playwright` Pyt
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -82,7 +83,7 @@ def lab(tmp_path):
         log.close()
 
 
-def test_pay_with_the_form_in_jupyterlab(lab):
+def test_pay_with_the_form_in_jupyterlab(lab, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}: install the Debian package `chromium` (apt-get install "
                     "chromium) to run the browser test")
@@ -91,6 +92,7 @@ def test_pay_with_the_form_in_jupyterlab(lab):
     except ImportError:
         pytest.skip("the playwright Python package is not installed: pip install -e '.[dev]'")
     base, token = lab
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # assertions have their own timeout (5 s by default)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -101,7 +103,11 @@ def test_pay_with_the_form_in_jupyterlab(lab):
             expect(after_form).to_be_visible()
             # Select the cell after the form, then Run ▸ Run All Above Selected Cell (the cells after the
             # form drive it from code and stop the cluster; here a person uses the form).
+            # JupyterLab may still be settling (kernel starting, first cell made active): click until the
+            # kernel is idle and our cell is the active one.
+            expect(page.locator("#jp-main-statusbar")).to_contain_text(re.compile(r"Python 3.*Idle"))
             after_form.locator(".jp-InputPrompt").click()
+            expect(after_form).to_have_class(re.compile(r"\bjp-mod-active\b"))
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Above Selected Cell").click()
             recipient = page.locator(".paykit-form-recipient input")
@@ -113,5 +119,8 @@ def test_pay_with_the_form_in_jupyterlab(lab):
             page.locator("button.paykit-form-pay-button").click()
             expect(page.locator(".paykit-form-ok")).to_contain_text("Payment succeeded: 12.50 to BankB/recipient123")
             expect(page.locator(".paykit-form-balance")).to_contain_text("987.50")
+        except Exception:
+            page.screenshot(path=str(tmp_path / "lab-failure.png"))  # what the browser showed, for the report
+            raise
         finally:
             browser.close()
