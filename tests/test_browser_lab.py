@@ -83,14 +83,21 @@ def lab(tmp_path):
         log.close()
 
 
-def test_pay_with_the_form_in_jupyterlab(lab, tmp_path):
+@pytest.fixture
+def playwright_api():
+    """Playwright's sync API, or a skip that says what is missing (checked before JupyterLab starts)."""
     if not CHROMIUM.exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}: install the Debian package `chromium` (apt-get install "
                     "chromium) to run the browser test")
     try:
-        from playwright.sync_api import expect, sync_playwright
+        from playwright import sync_api
     except ImportError:
         pytest.skip("the playwright Python package is not installed: pip install -e '.[dev]'")
+    return sync_api
+
+
+def test_pay_with_the_form_in_jupyterlab(playwright_api, lab, tmp_path):
+    expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
     base, token = lab
     expect.set_options(timeout=UI_TIMEOUT_MS)  # assertions have their own timeout (5 s by default)
     with sync_playwright() as pw:
