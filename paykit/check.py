@@ -130,11 +130,14 @@ def money_sample(cluster) -> tuple[int, int]:
     """(sum of balances, money in flight) right now, in minor units.
 
     In flight: captured at the payer's bank, not yet credited at the payee's (the
-    moment between the two Commits). Their sum equals the opening deposits whenever the
-    two banks' files are read between the same two commits; a chart of it is flat."""
+    moment between the two Commits), less credits applied before their debit. Each bank's
+    balances move only by its committed legs, so reading one bank's balances and legs in
+    ONE snapshot makes (its balances + its legs in flight) equal its opening deposits,
+    whatever the other banks do meanwhile: the sum is exact, and a chart of it is flat."""
     total = in_flight = 0
     for b in cluster.bank_names:
         with closing(_ro(cluster.bank_db(b))) as conn:
+            conn.execute("BEGIN")  # one read snapshot for both queries
             total += conn.execute("SELECT COALESCE(SUM(balance_minor), 0) FROM accounts").fetchone()[0]
             in_flight += conn.execute(
                 "SELECT COALESCE(SUM(CASE leg WHEN 'debit' THEN amount_minor ELSE -amount_minor END), 0) "
