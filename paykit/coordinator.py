@@ -102,7 +102,7 @@ class Coordinator:
             eventlog.event("2pc.prepare_sent", txn_id=p.payment_id, bank=bank, leg=leg, amount_minor=p.amount_minor)
             pending.append(self.participants.prepare(bank, leg_txn_id(p.payment_id, leg), leg, account,
                                                      p.amount_minor, self.advertise, self.prepare_timeout_s))
-        for (leg, bank, _), vote_future in zip(legs, pending):
+        for (leg, bank, _), vote_future in zip(legs, pending, strict=True):
             vote = vote_future.wait(max(0.0, deadline - time.monotonic()))
             eventlog.event("2pc.vote", txn_id=p.payment_id, bank=bank, leg=leg, vote="yes" if vote.yes else "no",
                            reason=vote.reason or None)

@@ -105,7 +105,8 @@ class Ledger:
                 "INSERT INTO accounts VALUES (?, ?, 0, ?, ?)", (account_id, opening_minor, opening_minor, ts)
             )
             conn.execute(
-                "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) VALUES (?, NULL, 'open', ?, ?)",
+                "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
+                "VALUES (?, NULL, 'open', ?, ?)",
                 (account_id, opening_minor, ts),
             )
 
@@ -194,7 +195,8 @@ class Ledger:
                 )
                 kind, delta = "capture", -amount
             else:
-                conn.execute("UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?", (amount, account))
+                conn.execute("UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?",
+                             (amount, account))
                 kind, delta = "credit", amount
             ts = now_ms()
             conn.execute(

@@ -163,7 +163,8 @@ def search(conn: sqlite3.Connection, username: str, bank: str, account: str, f: 
     """The user's own history: payments they made, and payments made to their account."""
     where, args = [], []
     if f.status:
-        where.append({PENDING: "decision IS NULL", SUCCEEDED: "decision = 'commit'", FAILED: "decision = 'abort'"}[f.status])
+        where.append({PENDING: "decision IS NULL", SUCCEEDED: "decision = 'commit'",
+                      FAILED: "decision = 'abort'"}[f.status])
     if f.counterparty:
         cp_bank, _, cp_account = f.counterparty.rpartition("/")
         clause = "((username = :me AND to_account = :cpa{b1}) OR (username != :me AND from_account = :cpa{b2}))"
