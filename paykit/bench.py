@@ -11,7 +11,9 @@ RPCs: client -> gateway Pay, then gateway -> banks 2 Prepares and 2 Commits. So
     ratio = payments/s / (no-op RPCs/s / RPCS_PER_PAYMENT)
 
 is the share of the transport's capacity that the payment path reaches; 1.0 would mean
-the servers' own work (SQLite, fsync, 2PC bookkeeping) costs nothing.
+the servers' own work (SQLite, fsync, 2PC bookkeeping) costs nothing. Payments and the
+floor run in alternating rounds, so both see the same background load; the CPU ratio
+(5 x CPU of one no-op call / CPU of one payment, all processes) does not depend on it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ PASSWORD = "bench-password"
 OPENING_MINOR = 100_000_000  # 1,000,000.00 each: small payments in a ring never drain anyone
 AMOUNT_MINOR = 1  # every payer pays the next one 0.01, so every balance stays where it started
 RSS_CHECKPOINTS = (10_000, 100_000)
+ROUNDS = 4  # payments and the floor alternate this many times within one measurement
 SEARCH_SAMPLES = 200
 PRELOAD_BATCH = 50_000  # rows per executemany: bounded memory however big the preload
 PRELOAD_SPAN_MS = 30 * 24 * 3600 * 1000  # the history spreads over the last 30 days
@@ -62,6 +65,12 @@ class Phase:
             return float("nan")
         xs = sorted(self.latencies_ms)
         return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+    def merge(self, other: Phase) -> None:
+        self.ok += other.ok
+        self.elapsed_s += other.elapsed_s
+        self.latencies_ms.extend(other.latencies_ms)
+        self.errors.update(other.errors)
 
     def line(self) -> str:
         errs = ", ".join(f"{k} {v}" for k, v in self.errors.most_common()) or "none"
@@ -327,27 +336,36 @@ def server_rss(cluster) -> dict[str, int]:
 
 def measure(cluster, users, payers: int, duration_s: float, out: TextIO | None, label: str,
             outbox: bool = False) -> dict:
-    """Payments, then the no-op floor, at the same concurrency; the ratio of the two."""
+    """Payments and the no-op floor at the same concurrency, in alternating rounds, and their ratio.
+
+    Alternating (payments, floor, payments, floor, ...) puts both under the same background
+    load, which on a shared machine changes by the minute."""
     clients = sign_in_all(cluster, users, payers)
     accounts = [(bank, account) for _, bank, account in users]
+    calls, channels = noop_calls(cluster, payers)
+    pay, noop = Phase(f"{label}payments"), Phase(f"{label}no-op RPC")
+    cpu_pay: Counter = Counter()
+    cpu_noop: Counter = Counter()
     try:
-        cpu_before = cpu_by_process(cluster)
-        pay = drive(f"{label}payments", pay_calls(clients, accounts, outbox=outbox), duration_s=duration_s, out=out)
-        cpu_ms = {k: (v - cpu_before[k]) * 1000 / max(1, pay.ok) for k, v in cpu_by_process(cluster).items()}
+        for _ in range(ROUNDS):
+            for phase, cpu, round_calls, round_s in (
+                (pay, cpu_pay, pay_calls(clients, accounts, outbox=outbox), duration_s / ROUNDS),
+                (noop, cpu_noop, calls, max(1.0, duration_s / ROUNDS / 2)),
+            ):
+                before = cpu_by_process(cluster)
+                phase.merge(drive(phase.name, round_calls, duration_s=round_s, out=out))
+                cpu.update({k: v - before[k] for k, v in cpu_by_process(cluster).items()})
         load_pay = _load()
-        calls, channels = noop_calls(cluster, payers)
-        cpu_before = cpu_by_process(cluster)
-        noop = drive(f"{label}no-op RPC", calls, duration_s=max(2.0, duration_s / 2), out=out)
-        cpu_noop_ms = {k: (v - cpu_before[k]) * 1000 / max(1, noop.ok) for k, v in cpu_by_process(cluster).items()}
-        for ch in channels:
-            ch.close()
         search = search_p50_ms(clients)
     finally:
+        for ch in channels:
+            ch.close()
         for c in clients:
             c.close()
     ratio = pay.rate / (noop.rate / RPCS_PER_PAYMENT) if noop.rate else float("nan")
     return {"payments": pay, "noop": noop, "ratio": ratio, "search_p50_ms": search, "load": load_pay,
-            "cpu_ms_per_payment": cpu_ms, "cpu_ms_per_noop": cpu_noop_ms}
+            "cpu_ms_per_payment": {k: v * 1000 / max(1, pay.ok) for k, v in cpu_pay.items()},
+            "cpu_ms_per_noop": {k: v * 1000 / max(1, noop.ok) for k, v in cpu_noop.items()}}
 
 
 def measure_rss(cluster, users, payers: int, budget: int, out: TextIO | None,
@@ -436,8 +454,11 @@ def _report(m: dict, payers: int, out: TextIO | None, title: str) -> None:
               f"   ({RPCS_PER_PAYMENT} RPCs per payment: Pay + 2 Prepare + 2 Commit)")
     _say(out, "CPU per payment: " + ", ".join(f"{k} {v:.2f} ms" for k, v in m["cpu_ms_per_payment"].items())
          + f" (total {sum(m['cpu_ms_per_payment'].values()):.2f} ms; this host has {os.cpu_count()} cores)")
+    noop_cpu = m["cpu_ms_per_noop"]["gateway"] + m["cpu_ms_per_noop"]["bench"]
     _say(out, f"CPU per no-op RPC: gateway {m['cpu_ms_per_noop']['gateway']:.3f} ms, "
-              f"bench {m['cpu_ms_per_noop']['bench']:.3f} ms")
+              f"bench {m['cpu_ms_per_noop']['bench']:.3f} ms; CPU ratio = {RPCS_PER_PAYMENT} x {noop_cpu:.3f} / "
+              f"{sum(m['cpu_ms_per_payment'].values()):.2f} = "
+              f"{RPCS_PER_PAYMENT * noop_cpu / sum(m['cpu_ms_per_payment'].values()):.2f} (load-independent)")
     _say(out, f"search p50 {m['search_p50_ms']:.2f} ms")
 
 
