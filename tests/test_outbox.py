@@ -135,7 +135,8 @@ import json, sys, time
 from pathlib import Path
 from paykit import PaymentClient
 gateway, pki_dir, outbox_dir, user, mode = sys.argv[1:6]
-client = PaymentClient(gateway, pki_dir=Path(pki_dir), outbox_dir=Path(outbox_dir))
+# A long call deadline: the first send must still be waiting for its answer when the test kills us.
+client = PaymentClient(gateway, pki_dir=Path(pki_dir), outbox_dir=Path(outbox_dir), timeout_s=60)
 client.authenticate(user, "password123")
 if mode == "pay":
     print(json.dumps({"event": "signed_in"}), flush=True)
@@ -207,17 +208,22 @@ def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_res
     child.wait()
     child.stdout.close()
     (row,) = outbox_rows(outbox_dir)  # the payment and its key were on disk before the first send
-    assert row["state"] in ("queued", "sending")
+    # Normally still unanswered; on a very slow machine a resend may already have fetched the
+    # stored answer (the decision is logged before the gateway pauses): then nothing is left to finish.
+    assert row["state"] in ("queued", "sending", "succeeded")
     cluster.kill("gateway")
     cluster.restart("gateway")
-    resumed = run_child(cluster, outbox_dir, "carol", "resume")
-    resumed.stdin.close()
-    ended = read_event(resumed, "completed")
-    assert resumed.wait(timeout=DEADLINE_S) == 0
-    resumed.stdout.close()
-    assert ended["status"] == "succeeded" and ended["key"] == row["idem_key"]
+    if row["state"] != "succeeded":
+        resumed = run_child(cluster, outbox_dir, "carol", "resume")
+        resumed.stdin.close()
+        ended = read_event(resumed, "completed")
+        assert resumed.wait(timeout=DEADLINE_S) == 0
+        resumed.stdout.close()
+        assert ended["status"] == "succeeded" and ended["key"] == row["idem_key"]
     rows = payments_for_key(cluster, row["idem_key"])
-    assert [(r["payment_id"], r["decision"]) for r in rows] == [(ended["payment_id"], "commit")]
+    assert [r["decision"] for r in rows] == ["commit"]
+    if row["state"] != "succeeded":
+        assert rows[0]["payment_id"] == ended["payment_id"]
     with cluster.client(outbox_dir=tmp_path / "check") as carol:
         carol.authenticate("carol", PASSWORD)
         assert carol.balance().balance_minor == 100_000 - 30_000  # paid exactly once
