@@ -23,6 +23,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paykit.payments import PaymentRecord
+
 SUCCEEDED, FAILED = "succeeded", "failed"
 
 
@@ -65,30 +67,10 @@ def read_bank(name: str, db_path: Path) -> BankBooks:
     )
 
 
-@dataclass(frozen=True)
-class GatewayPayment:
-    """One row of the gateway's payments table, as the checks need it."""
-
-    payment_id: str
-    username: str
-    idempotency_key: str
-    from_bank: str
-    from_account: str
-    to_bank: str
-    to_account: str
-    amount_minor: int
-    decision: str | None  # 'commit', 'abort', or None while votes are collected
-    settled: bool
-    created_unix_ms: int
-
-
-def read_gateway(db_path: Path) -> list[GatewayPayment]:
+def read_gateway(db_path: Path) -> list[PaymentRecord]:
+    """The gateway's payments, as the gateway itself reads them."""
     with closing(_ro(db_path)) as conn:
-        rows = conn.execute(
-            "SELECT payment_id, username, idempotency_key, from_bank, from_account, to_bank, to_account, "
-            "amount_minor, decision, settled_unix_ms IS NOT NULL AS settled, created_unix_ms FROM payments"
-        ).fetchall()
-    return [GatewayPayment(*tuple(r)[:9], bool(r["settled"]), r["created_unix_ms"]) for r in rows]
+        return [PaymentRecord.from_row(r) for r in conn.execute("SELECT * FROM payments")]
 
 
 @dataclass
@@ -120,7 +102,7 @@ def total_money(cluster) -> int:
     return sum(read_bank(b, cluster.bank_db(b)).total_minor for b in cluster.bank_names)
 
 
-def read_books(cluster) -> tuple[dict[str, BankBooks], list[GatewayPayment]]:
+def read_books(cluster) -> tuple[dict[str, BankBooks], list[PaymentRecord]]:
     """Every bank's books, then the gateway's payments (read in that order)."""
     banks = {b: read_bank(b, cluster.bank_db(b)) for b in cluster.bank_names}
     return banks, read_gateway(cluster.gateway_db())
@@ -146,12 +128,12 @@ def money_sample(cluster) -> tuple[int, int]:
     return total, in_flight
 
 
-def _leg_states(banks: Mapping[str, BankBooks], p: GatewayPayment) -> tuple[str | None, str | None]:
+def _leg_states(banks: Mapping[str, BankBooks], p: PaymentRecord) -> tuple[str | None, str | None]:
     return (banks[p.from_bank].txn_states.get(f"{p.payment_id}.debit"),
             banks[p.to_bank].txn_states.get(f"{p.payment_id}.credit"))
 
 
-def _leg_entries(banks: Mapping[str, BankBooks], p: GatewayPayment) -> tuple[int, int]:
+def _leg_entries(banks: Mapping[str, BankBooks], p: PaymentRecord) -> tuple[int, int]:
     return (banks[p.from_bank].entries_per_txn.get(f"{p.payment_id}.debit", 0),
             banks[p.to_bank].entries_per_txn.get(f"{p.payment_id}.credit", 0))
 
@@ -170,7 +152,7 @@ def _check_money(report: Report, banks: Mapping[str, BankBooks]) -> None:
     report.add("nothing in doubt", not in_doubt and holds == 0, f"{len(in_doubt)} prepared, {holds} held")
 
 
-def _check_payments(report: Report, banks: Mapping[str, BankBooks], rows: list[GatewayPayment]) -> None:
+def _check_payments(report: Report, banks: Mapping[str, BankBooks], rows: list[PaymentRecord]) -> None:
     undecided = sum(p.decision is None for p in rows)
     unsettled = sum(p.decision is not None and not p.settled for p in rows)
     report.add("decisions delivered", undecided == 0 and unsettled == 0,
@@ -200,7 +182,7 @@ def _check_payments(report: Report, banks: Mapping[str, BankBooks], rows: list[G
     report.add("one payment per key", dup_keys == 0, f"{dup_keys} keys with more than one payment")
 
 
-def check_client_view(report: Report, rows: list[GatewayPayment], told: Mapping[tuple[str, str], str]) -> None:
+def check_client_view(report: Report, rows: list[PaymentRecord], told: Mapping[tuple[str, str], str]) -> None:
     """`told`: (username, idempotency key) -> 'succeeded' | 'failed', the final answer a client got."""
     by_key = {(p.username, p.idempotency_key): p for p in rows}
     want = {SUCCEEDED: "commit", FAILED: "abort"}

@@ -48,10 +48,14 @@ class Failpoints:
             if action is None:
                 return
             _write_armed(self.path, armed)
+        # Signal this thread, not the process: a process-directed SIGSTOP is taken by another
+        # thread (the main one), and until it has stopped the group this thread runs on, long
+        # enough to send the very reply the failpoint is meant to hold back. A thread-directed
+        # signal stops (or kills) the process before this call returns.
         if action == "crash":
-            os.kill(os.getpid(), signal.SIGKILL)
+            signal.pthread_kill(threading.get_ident(), signal.SIGKILL)
         elif action == "pause":
-            os.kill(os.getpid(), signal.SIGSTOP)
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def read_armed(path: Path) -> dict[str, str]:

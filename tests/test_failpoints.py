@@ -22,6 +22,7 @@ from paykit.chaos import GatewaySession
 from paykit.check import check_invariants, read_bank, read_gateway, total_money
 from paykit.errors import InProgress, PaykitError, Unavailable
 from paykit.failpoints import FAILPOINTS
+from paykit.lessons import wait_until
 from paykit.pki import CLIENT_CN, bank_cn, ensure_identity
 from paykit.rpc import secure_channel
 from paykit.v1 import payment_pb2 as pb
@@ -168,8 +169,8 @@ def test_a_bank_that_voted_yes_keeps_its_hold_until_the_gateway_decides(fc, acti
     outcome: list = []
     paying = threading.Thread(target=lambda: outcome.append(_pay_or_error(payer, key)), daemon=True)
     paying.start()
-    record = _wait_for(lambda: payment_for(fc, key), "the payment row")
-    _wait_for(lambda: leg_states(fc, record.payment_id) == ("prepared", "prepared"), "both YES votes")
+    record = wait_until(lambda: payment_for(fc, key), 10.0, what="the payment row")
+    wait_until(lambda: leg_states(fc, record.payment_id) == ("prepared", "prepared"), 10.0, what="both YES votes")
     if action == "crash":
         fc.wait_dead("gateway")
     # The payer's bank restarts too: its YES is on disk, so it must keep the hold across it.
@@ -209,8 +210,8 @@ def test_a_bank_asking_while_votes_are_collected_hears_pending_not_abort(fc):
             outcome: list = []
             paying = threading.Thread(target=lambda: outcome.append(_pay_or_error(payer, key)), daemon=True)
             paying.start()
-            record = _wait_for(lambda: payment_for(fc, key), "the payment row")
-            _wait_for(lambda: leg_states(fc, record.payment_id)[0] == "prepared", "BankA's YES")
+            record = wait_until(lambda: payment_for(fc, key), 10.0, what="the payment row")
+            wait_until(lambda: leg_states(fc, record.payment_id)[0] == "prepared", 10.0, what="BankA's YES")
             # BankA voted YES and asks: the gateway is still collecting votes, so PENDING.
             asked = coordinator.GetDecision(pb.GetDecisionRequest(txn_id=f"{record.payment_id}.debit"), timeout=5)
             assert asked.decision == pb.DECISION_PENDING
@@ -233,12 +234,3 @@ def _pay_or_error(payer: GatewaySession, key: str):
     except PaykitError as err:
         return err
 
-
-def _wait_for(predicate, what: str, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not appear within {timeout_s} s")

@@ -6,16 +6,7 @@ import time
 from conftest import signed_in
 
 from paykit.check import check_invariants, read_bank, total_money
-
-
-def wait_until(predicate, timeout_s: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not hold within {timeout_s} s")
+from paykit.lessons import wait_until
 
 
 def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluster):
@@ -37,7 +28,7 @@ def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluste
     assert total_money(cluster) == money_before
     # After BankB resumes, the Abort reaches it (the late Prepare, if any, is aborted too) and
     # BankA's hold is released: nothing in doubt anywhere.
-    wait_until(lambda: check_invariants(cluster).ok, what="no holds and agreement after resume")
+    wait_until(lambda: check_invariants(cluster).ok, 15.0, what="no holds and agreement after resume")
     assert alice.balance().available_minor == 9900
     assert read_bank("BankB", cluster.bank_db("BankB")).balances["recipient123"] == 50100
 
@@ -65,7 +56,7 @@ def test_sixteen_threads_paying_from_one_account_never_overdraw_it(cluster):
     assert len(results) == 64
     assert len(succeeded) == 14  # floor(100 / 7): exactly as many as the money allows
     assert {p.failure_reason for p in failed} == {"INSUFFICIENT_FUNDS"}
-    wait_until(lambda: check_invariants(cluster).ok, what="invariants")
+    wait_until(lambda: check_invariants(cluster).ok, 15.0, what="invariants")
     assert owner.balance().balance_minor == 10000 - 14 * 700
     assert total_money(cluster) == money_before  # conserved exactly
 
@@ -75,7 +66,7 @@ def test_a_bank_killed_with_sigkill_keeps_every_balance_and_committed_payment(cl
     bob = signed_in(cluster, "bob", "bob-acct", "0", "BankB")
     paid = [alice.pay("BankB", "bob-acct", amount) for amount in ("1", "2.50", "300")]
     assert all(p.status == "succeeded" for p in paid)
-    wait_until(lambda: check_invariants(cluster).ok, what="settled")
+    wait_until(lambda: check_invariants(cluster).ok, 15.0, what="settled")
     before = {b: read_bank(b, cluster.bank_db(b)) for b in cluster.bank_names}
     cluster.kill("BankA")  # power cut: no clean shutdown
     cluster.kill("BankB")

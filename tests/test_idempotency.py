@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 import uuid
 from contextlib import closing
 
@@ -17,6 +16,7 @@ import pytest
 from paykit.chaos import GatewaySession
 from paykit.check import check_invariants, read_gateway, total_money
 from paykit.errors import IdempotencyKeyReused, InProgress, InvalidInput, PaykitError
+from paykit.lessons import wait_until
 from paykit.pki import CLIENT_CN, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 
@@ -32,13 +32,6 @@ def payments_for(cluster, key: str):
     return [p for p in read_gateway(cluster.gateway_db()) if p.idempotency_key == key]
 
 
-def wait_until(predicate, what: str, timeout_s: float = 15.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +134,9 @@ def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_ans
     for t in threads:
         t.start()
     try:
-        wait_until(lambda: len(payments_for(shared, key)) == 1, "the first send's payment row")
-        wait_until(lambda: sum(isinstance(a, InProgress) for a in answers) == 7, "seven IN_PROGRESS answers",
-                   timeout_s=10)
+        wait_until(lambda: len(payments_for(shared, key)) == 1, 15.0, what="the first send's payment row")
+        wait_until(lambda: sum(isinstance(a, InProgress) for a in answers) == 7, 10.0,
+                   what="seven IN_PROGRESS answers")
     finally:
         shared.resume("BankB")
     for t in threads:
@@ -156,7 +149,7 @@ def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_ans
     status = pb.PayResponse.FromString(stored[0]).payment.status
     assert len(payments_for(shared, key)) == 1
     paid = 3_000 if status == pb.PAYMENT_STATUS_SUCCEEDED else 0
-    wait_until(lambda: check_invariants(shared).ok, "nothing in doubt")
+    wait_until(lambda: check_invariants(shared).ok, 15.0, what="nothing in doubt")
     assert hal.balance().balance_minor == 100_000 - paid
     assert total_money(shared) == money_before
 
@@ -198,7 +191,7 @@ def test_keys_older_than_the_retention_are_pruned(make_cluster):
 
     assert key_rows() == 5
     # Retention 1 s: the gateway prunes every 0.5 s, so within a few seconds all are gone.
-    wait_until(lambda: key_rows() == 0, "pruning of keys older than 1 s", timeout_s=10)
+    wait_until(lambda: key_rows() == 0, 10.0, what="pruning of keys older than 1 s")
     # A pruned key is unknown again (Stripe's semantics after 24 h): its payment history
     # stays, and the key may start a new payment; other parameters are no longer refused.
     assert len(read_gateway(cluster.gateway_db())) == 5

@@ -23,6 +23,7 @@ import pytest
 from paykit import LocalCluster, PaymentClient
 from paykit.check import check_invariants, total_money
 from paykit.config import TLSFiles
+from paykit.lessons import wait_until
 from paykit.outbox import TLS, TLSFailure
 from paykit.pki import CLIENT_CN, ensure_identity
 from paykit.shell import Shell
@@ -31,14 +32,6 @@ PASSWORD = "password123"
 DEADLINE_S = 30.0
 
 
-def wait_until(predicate, what: str, timeout_s: float = DEADLINE_S):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {timeout_s} s")
 
 
 def assert_settled(cluster: LocalCluster, timeout_s: float = 10.0) -> None:
@@ -84,7 +77,7 @@ def test_fifty_payments_queued_by_two_clients_while_the_gateway_is_down_end_exac
     assert [e.short_id for e in alice.queue()] == [p.outbox_id for p in queued["alice"]]  # FIFO order kept
     cluster.restart("gateway")
     restarted = time.monotonic()
-    wait_until(lambda: len(done["alice"]) == 25 and len(done["bob"]) == 25, "all 50 completions")
+    wait_until(lambda: len(done["alice"]) == 25 and len(done["bob"]) == 25, DEADLINE_S, what="all 50 completions")
     first = min(t for t, _ in done["alice"] + done["bob"]) - restarted
     assert first < 3.0, f"reconnection noticed only after {first:.2f} s"
     for name, client in (("alice", alice), ("bob", bob)):
@@ -201,9 +194,10 @@ def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_res
     if moment == "after_queuing":
         assert read_event(child, "paid")["status"] == "queued"
     else:  # the request reached the gateway, which committed it and stopped: the child waits for a reply
-        wait_until(lambda: outbox_rows(outbox_dir) and outbox_rows(outbox_dir)[0]["state"] == "sending", "a send")
+        wait_until(lambda: outbox_rows(outbox_dir) and outbox_rows(outbox_dir)[0]["state"] == "sending", DEADLINE_S,
+                   what="a send")
         wait_until(lambda: any(r["decision"] == "commit" for r in payments_for_key(
-            cluster, outbox_rows(outbox_dir)[0]["idem_key"])), "the commit")
+            cluster, outbox_rows(outbox_dir)[0]["idem_key"])), DEADLINE_S, what="the commit")
     child.kill()  # kill -9: no clean-up runs
     child.wait()
     child.stdout.close()
@@ -250,7 +244,7 @@ def test_a_queued_payment_whose_funds_were_spent_meanwhile_is_reported_failed_wi
     ended = next(phone.completions(timeout_s=DEADLINE_S))
     assert ended.outbox_id == queued.outbox_id and ended.status == "failed"
     assert ended.failure_reason == "INSUFFICIENT_FUNDS" and "available 50.00" in ended.failure_message
-    wait_until(lambda: "failed: insufficient funds" in out.getvalue(), "the shell's completion line")
+    wait_until(lambda: "failed: insufficient funds" in out.getvalue(), DEADLINE_S, what="the shell's completion line")
     assert f"[CLIENT] Queued payment {queued.outbox_id} failed: insufficient funds" in out.getvalue()
     assert phone.balance().balance_minor == 5_000 and phone.pending_count() == 0
     phone.close()
@@ -281,7 +275,7 @@ def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_f
             assert time.monotonic() - started < 3.0 and bad.pending_count() == 0  # nothing queued
         else:
             p = bad.pay("BankB", "recipient123", "10")
-            wait_until(lambda client=bad: client.outbox_paused == TLS, "the TLS diagnosis", timeout_s=15)
+            wait_until(lambda client=bad: client.outbox_paused == TLS, 15.0, what="the TLS diagnosis")
             assert any("TLS handshake" in n and "certificate" in n for n in notices), notices
             assert [e.short_id for e in bad.queue()] == [p.outbox_id]  # kept, not dropped, and not resent
             bad.cancel(p.outbox_id)
