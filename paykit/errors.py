@@ -15,7 +15,13 @@
     ├── ProtocolViolation         FAILED_PRECONDITION  a 2PC message out of order (a bug)
     ├── InProgress                ABORTED              same key still running: retry
     ├── Unavailable               UNAVAILABLE          a server cannot be reached: retry
+    │   └── TLSFailure            (client only)        the handshake failed: not "down", never queued
+    ├── OutboxFull                (client only)        the offline queue is at its limit
+    ├── OutboxBusy                (client only)        another client process has this outbox open
     └── Internal                  INTERNAL
+
+The three client-only classes live in paykit.outbox and never cross the wire, so they are
+not in the code <-> class table below.
 
 The codes are grpc.StatusCode names kept as text, so domain modules that raise these
 never import grpc. Servers raise these from plain code; `paykit.rpc` turns them into a gRPC status with a
