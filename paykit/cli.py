@@ -73,7 +73,9 @@ def cmd_client(args) -> int:
 
     interactive = sys.stdin.isatty()
     outbox_dir = Path(args.outbox_dir) if args.outbox_dir else None
-    with PaymentClient(args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir) as client:
+    # Like the servers, the CLI client logs every call attempt (JSON lines, no secrets).
+    log_path = Path(args.log) if args.log else config.state_dir() / "logs" / f"client-{os.getpid()}.jsonl"
+    with PaymentClient(args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir, log_path=log_path) as client:
         shell = Shell(client, default_bank=args.bank)
         if interactive:
             print(f"[CLIENT] Connected to gateway {args.gateway}. Type help for commands, quit to leave.")
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("client", help="the interactive client (reads commands from stdin when piped)")
     p.add_argument("--gateway", default=f"127.0.0.1:{config.DEFAULT_GATEWAY_PORT}", help="gateway host:port")
     p.add_argument("--bank", default="", help="bank that register uses when none is given")
+    p.add_argument("--log", help="JSON-lines log of every call (default: <state folder>/logs/client-<pid>.jsonl)")
     p.add_argument("--pki-dir", help="folder of the dev PKI (default: <state folder>/pki)")
     p.add_argument("--outbox-dir", help="folder of the offline outboxes, one file per gateway and user "
                                         "(default: <state folder>/outbox)")
