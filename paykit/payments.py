@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS payments (
 CREATE INDEX IF NOT EXISTS payments_by_user ON payments (username, created_unix_ms);
 CREATE INDEX IF NOT EXISTS payments_by_payee ON payments (to_bank, to_account, created_unix_ms);
 CREATE INDEX IF NOT EXISTS payments_unsettled ON payments (decided_unix_ms) WHERE settled_unix_ms IS NULL;
+-- Recovery at start reads the undecided ones: a small index, not a scan of the whole history.
+CREATE INDEX IF NOT EXISTS payments_undecided ON payments (created_unix_ms) WHERE decision IS NULL;
 """
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
