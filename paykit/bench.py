@@ -200,11 +200,12 @@ def noop_calls(cluster, n: int) -> tuple[list, list]:
     """Health Check on the gateway, one channel per thread, like one PaymentClient per payer."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from paykit.pki import CLIENT_CN, ensure_identity
+    from paykit.pki import CLIENT_CN, GATEWAY_CN, ensure_identity
     from paykit.rpc import secure_channel
 
     tls = ensure_identity(cluster.pki_dir, CLIENT_CN)
-    channels = [secure_channel(cluster.gateway_address, tls) for _ in range(n)]
+    # The same channel setup as PaymentClient's (the gateway's identity checked), so the floor is fair.
+    channels = [secure_channel(cluster.gateway_address, tls, server_name=GATEWAY_CN) for _ in range(n)]
     request = health_pb2.HealthCheckRequest(service="")
 
     def make(channel):

@@ -71,12 +71,13 @@ class GatewaySession:
     def __init__(self, address: str, tls, *, timeout_s: float = 5.0) -> None:
         import grpc
 
+        from paykit.pki import GATEWAY_CN
         from paykit.rpc import secure_channel
         from paykit.v1 import payment_pb2 as pb
         from paykit.v1 import payment_pb2_grpc as pb_grpc
 
         self._grpc, self.pb = grpc, pb
-        self.channel = secure_channel(address, tls)
+        self.channel = secure_channel(address, tls, server_name=GATEWAY_CN)  # only the real gateway
         self.stub = pb_grpc.GatewayStub(self.channel)
         # No deserializer: the reply arrives as the exact bytes the gateway sent.
         self._pay_raw = self.channel.unary_unary("/paykit.v1.Gateway/Pay",

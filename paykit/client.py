@@ -41,7 +41,7 @@ from paykit.rpc import from_rpc_error, secure_channel
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
-PAY_ATTEMPTS = 4  # first send + 3 retries with the same key
+READ_ATTEMPTS = 4  # a read is sent once and retried 3 times (payments retry through the outbox)
 RETRY_FIRST_S = 0.2
 STATUS_NAMES = {pb.PAYMENT_STATUS_PENDING: "pending", pb.PAYMENT_STATUS_SUCCEEDED: "succeeded",
                 pb.PAYMENT_STATUS_FAILED: "failed"}
@@ -228,12 +228,12 @@ class PaymentClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def _retrying(self, method: str, request, *, key: str = "", attempts: int = PAY_ATTEMPTS):
-        """Sends, and on an uncertain outcome resends the same request (same key, same id)."""
+    def _retrying(self, method: str, request, *, attempts: int = READ_ATTEMPTS):
+        """Sends a read, and on an uncertain outcome resends it (same request id, next attempt)."""
         request_id, pause_s = uuid.uuid4().hex, RETRY_FIRST_S
         for attempt in range(1, attempts + 1):
             try:
-                return self._call(method, request, attempt=attempt, request_id=request_id, key=key)
+                return self._call(method, request, attempt=attempt, request_id=request_id)
             except RETRYABLE:
                 if attempt == attempts:
                     raise

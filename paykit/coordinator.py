@@ -72,8 +72,8 @@ class Coordinator:
     # -- the payment path ----------------------------------------------------
 
     def pay(self, *, username: str, from_bank: str, from_account: str, to_bank: str, to_account: str,
-            amount_minor: int, key: str) -> bytes:
-        """Runs one payment exactly once per (user, key); returns the PayResponse bytes."""
+            amount_minor: int, key: str) -> tuple[str, bytes]:
+        """Runs one payment exactly once per (user, key); returns its id and the PayResponse bytes."""
         fp = idempotency.fingerprint(from_bank, from_account, to_bank, to_account, amount_minor)
         record = PaymentRecord(uuid.uuid4().hex, username, key, from_bank, from_account, to_bank, to_account,
                                amount_minor, created_unix_ms=payments.now_ms())
@@ -81,7 +81,7 @@ class Coordinator:
             claim = idempotency.claim(conn, username, key, fp, record.payment_id)
             if claim.response is not None:
                 eventlog.event("idempotency.replay", txn_id=claim.payment_id, idempotency_key=key, user=username)
-                return claim.response
+                return claim.payment_id, claim.response
             payments.insert(conn, record)
         eventlog.event("2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username)
         try:
@@ -92,7 +92,7 @@ class Coordinator:
         response = self._decide(record, decision, reason, message)
         self._drive(replace(record, decision=decision), inline=True)
         failpoints.hit("gateway.before_reply")
-        return response
+        return record.payment_id, response
 
     def _collect_votes(self, p: PaymentRecord) -> tuple[str, str, str]:
         legs = ((DEBIT, p.from_bank, p.from_account), (CREDIT, p.to_bank, p.to_account))

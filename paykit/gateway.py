@@ -117,12 +117,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             check_account_id(request.to_account)
             if (request.to_bank, request.to_account) == (user.bank, user.account_id):
                 raise InvalidInput("you cannot pay yourself; choose another recipient")
-        response = self.coordinator.pay(
+        payment_id, response = self.coordinator.pay(
             username=user.username, from_bank=user.bank, from_account=user.account_id, to_bank=request.to_bank,
             to_account=request.to_account, amount_minor=request.amount_minor, key=key,
         )
-        # The payment id is the 2PC txn id: it joins this rpc line to the 2pc.* events.
-        note(txn_id=pb.PayResponse.FromString(response).payment.payment_id)
+        note(txn_id=payment_id)  # the 2PC txn id: it joins this rpc line to the 2pc.* events
         return response  # the stored bytes, sent as they are (see add_gateway)
 
     @servicer_method
