@@ -19,7 +19,7 @@ FAILPOINTS: dict[str, str] = {
     "bank.after_hold_before_commit": "hold placed inside the prepare transaction, not yet committed",
     "bank.after_vote_yes_before_reply": "prepare committed (YES is durable), reply not sent",
     "bank.after_reply_yes": "the YES reply has been sent",
-    "bank.after_commit_before_ack": "Commit applied and durable, acknowledgement not sent",
+    "bank.after_commit_before_ack": "Commit applied, acknowledgement not sent",
     "gateway.before_decision": "all votes in, decision not yet logged",
     "gateway.after_commit_logged": "COMMIT logged, no Commit sent yet",
     "gateway.between_commits": "Commit acknowledged by the first bank, not yet sent to the second",
