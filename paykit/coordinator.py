@@ -1,7 +1,6 @@
 """The gateway's two-phase commit coordinator (see DESIGN.md, Two-phase commit).
 
-1. claim the idempotency key and write the payment, undecided, in one transaction (not
-   fsynced: presumed abort covers its loss, see `pay`);
+1. claim the idempotency key and write the payment, undecided, in one transaction;
 2. send Prepare to the payer's and the payee's bank in parallel, with one deadline;
 3. log the decision (COMMIT only if both voted YES in time) together with the client's
    response, durably, before any Commit or Abort is sent;
@@ -78,11 +77,7 @@ class Coordinator:
         fp = idempotency.fingerprint(from_bank, from_account, to_bank, to_account, amount_minor)
         record = PaymentRecord(uuid.uuid4().hex, username, key, from_bank, from_account, to_bank, to_account,
                                amount_minor, created_unix_ms=payments.now_ms())
-        # Not fsynced: nothing has been promised yet. If a machine crash loses this row, a bank
-        # that voted YES asks about an unknown payment and is told ABORT (presumed abort), and
-        # the client, which had no reply, retries the key as new. The decision's fsync below
-        # also makes this row durable (one WAL, written in order).
-        with self.db.write(durable=False) as conn:
+        with self.db.write() as conn:
             claim = idempotency.claim(conn, username, key, fp, record.payment_id)
             if claim.response is not None:
                 eventlog.event("idempotency.replay", txn_id=claim.payment_id, idempotency_key=key, user=username)

@@ -1,5 +1,5 @@
-"""Two writes on the payment path are not fsynced (synchronous=NORMAL); a machine crash may take
-them back, and nothing is lost or doubled when it does (docs/correctness.md, "What is stored").
+"""A bank's Commit is not fsynced (synchronous=NORMAL); a machine crash may take it back, and
+nothing is lost or doubled when it does (docs/correctness.md, "Writes a power cut may take back").
 
 A process crash (kill -9) cannot lose them: they are in the operating system's cache. A power cut
 can: the database comes back as it was at the last fsync. We stand in for the power cut by
@@ -18,7 +18,6 @@ import pytest
 
 from paykit.chaos import GatewaySession
 from paykit.check import check_invariants, read_bank, read_gateway, total_money
-from paykit.errors import PaykitError
 from paykit.lessons import wait_until
 from paykit.pki import CLIENT_CN, ensure_identity
 from paykit.v1 import payment_pb2 as pb
@@ -102,35 +101,3 @@ def test_a_bank_commit_lost_to_a_power_cut_is_applied_again_by_its_resolver(fc, 
     assert total_money(fc) == money_before
     check_invariants(fc).assert_ok()
     assert payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key) == answer[0]  # the key still replays
-
-
-def test_a_payment_row_lost_to_a_power_cut_is_presumed_aborted_and_the_key_runs_once(fc, tmp_path):
-    payer = payer_of(fc, "bob")
-    money_before, payee_before = total_money(fc), payee_balance(fc)
-    # The gateway as of its last fsync before this payment (the user and the session are in it).
-    snapshot = tmp_path / "gateway-before-payment.db"
-    copy_db(fc.gateway_db(), snapshot)
-    key = str(uuid.uuid4())
-    # Both banks vote YES (durably); the gateway dies before deciding.
-    fc.arm("gateway", "gateway.before_decision", "crash")
-    with pytest.raises(PaykitError):
-        payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key)
-    fc.wait_dead("gateway")
-    [record] = [p for p in read_gateway(fc.gateway_db()) if p.idempotency_key == key]
-    assert legs(fc, record.payment_id) == ("prepared", "prepared")
-
-    # The power cut takes the gateway's unsynced payment row and key with it.
-    put_back(fc, "gateway", fc.gateway_db(), snapshot)
-    assert not [p for p in read_gateway(fc.gateway_db()) if p.idempotency_key == key]
-    # The banks ask about legs the coordinator never heard of: presumed abort releases the hold.
-    wait_until(lambda: legs(fc, record.payment_id) == ("aborted", "aborted"), 15.0,
-               what="the banks to abort the orphaned legs")
-    assert payer.balance().held_minor == 0
-
-    # The client never had an answer, so it retries the key: it runs once, as a new payment.
-    retried = payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key)
-    assert retried.status == pb.PAYMENT_STATUS_SUCCEEDED and retried.payment_id != record.payment_id
-    wait_until(lambda: check_invariants(fc).ok, 10.0, what="every invariant")
-    assert payer.balance().balance_minor == OPENING_MINOR - AMOUNT_MINOR
-    assert payee_balance(fc) == payee_before + AMOUNT_MINOR
-    assert total_money(fc) == money_before
