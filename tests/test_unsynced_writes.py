@@ -1,7 +1,7 @@
 """A bank's Commit is not fsynced (synchronous=NORMAL); a machine crash may take it back, and
 nothing is lost or doubled when it does (docs/correctness.md, "Writes a power cut may take back").
 
-A process crash (kill -9) cannot lose them: they are in the operating system's cache. A power cut
+A process crash (kill -9) cannot lose it: it is in the operating system's cache. A power cut
 can: the database comes back as it was at the last fsync. We stand in for the power cut by
 putting back a consistent copy of the database taken at that moment (SQLite's backup API),
 after a real kill -9, on real servers with mutual TLS.
