@@ -36,8 +36,10 @@ class BankServicer(pb_grpc.BankServicer):
 
     @servicer_method
     def OpenAccount(self, request, context):
-        self.ledger.open_account(request.account_id, request.opening_balance_minor)
-        eventlog.event("account.opened", account_id=request.account_id, amount_minor=request.opening_balance_minor)
+        if self.ledger.open_account(request.account_id, request.opening_balance_minor, request.opened_for):
+            eventlog.event("account.opened", account_id=request.account_id, amount_minor=request.opening_balance_minor)
+        else:
+            eventlog.event("account.open_retried", account_id=request.account_id)
         return pb.OpenAccountResponse(bank=self.ledger.bank, account_id=request.account_id)
 
     @servicer_method

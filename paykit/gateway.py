@@ -75,8 +75,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             check_amount_minor(request.opening_balance_minor, allow_zero=True, max_minor=OPENING_BALANCE_MAX_MINOR)
         with self._register_lock:
             self.users.check_new(request.username, request.password)
+            # opened_for: if this registration is cut short after the bank opened the account
+            # (crash, lost reply), registering again with the same name completes it.
             self.banks.call(bank, "OpenAccount", pb.OpenAccountRequest(
-                account_id=request.account_id, opening_balance_minor=request.opening_balance_minor))
+                account_id=request.account_id, opening_balance_minor=request.opening_balance_minor,
+                opened_for=username))
             user = self.users.create(username, request.password, bank, request.account_id)
         note(user=user.username, amount_minor=request.opening_balance_minor)
         return pb.RegisterResponse(username=user.username, bank=user.bank, account_id=user.account_id)

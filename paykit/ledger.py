@@ -4,7 +4,8 @@ Protocol words (prepare / commit / abort) map to ledger words (hold / capture / 
 a debit leg's Prepare places a hold, its Commit captures it, its Abort releases it. A
 credit leg's Prepare only records the expected credit (not spendable), its Commit
 applies it. Every write is one BEGIN IMMEDIATE transaction with synchronous=FULL, so a
-vote YES is on disk before it is sent. Expected outcomes (a NO vote) are values.
+vote YES is on disk before it is sent; only Commit skips its own fsync (see `commit`).
+Expected outcomes (a NO vote) are values.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ CREATE TABLE IF NOT EXISTS txns (
     updated_unix_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS txns_prepared ON txns (state, updated_unix_ms) WHERE state = 'prepared';
+-- Who an account was opened for (the gateway's registering user), so that a registration the
+-- gateway could not finish (it crashed, or the reply was lost) can be completed by a retry.
+CREATE TABLE IF NOT EXISTS openings (
+    account_id      TEXT PRIMARY KEY REFERENCES accounts (account_id),
+    opened_for      TEXT NOT NULL
+);
 -- Append-only: balance_minor always equals the sum of an account's entries.
 CREATE TABLE IF NOT EXISTS entries (
     entry_id        INTEGER PRIMARY KEY,
@@ -94,21 +101,32 @@ class Ledger:
 
     # -- accounts -------------------------------------------------------------
 
-    def open_account(self, account_id: str, opening_minor: int) -> None:
+    def open_account(self, account_id: str, opening_minor: int, opened_for: str = "") -> bool:
+        """Opens the account; True if opened now. Opening it again for the same `opened_for` (not
+        empty) with the same opening balance changes nothing and returns False: that is a retry
+        of one registration. Anything else that finds the account is AlreadyExists."""
         check_account_id(account_id)
         check_amount_minor(opening_minor, allow_zero=True, max_minor=OPENING_BALANCE_MAX_MINOR)
         ts = now_ms()
         with self.db.write() as conn:
-            if conn.execute("SELECT 1 FROM accounts WHERE account_id = ?", (account_id,)).fetchone():
+            row = conn.execute(
+                "SELECT a.opening_minor, o.opened_for FROM accounts a LEFT JOIN openings o USING (account_id) "
+                "WHERE a.account_id = ?", (account_id,)).fetchone()
+            if row is not None:
+                if opened_for and row["opened_for"] == opened_for and row["opening_minor"] == opening_minor:
+                    return False
                 raise AlreadyExists(f"account {account_id} already exists at {self.bank}")
             conn.execute(
                 "INSERT INTO accounts VALUES (?, ?, 0, ?, ?)", (account_id, opening_minor, opening_minor, ts)
             )
+            if opened_for:
+                conn.execute("INSERT INTO openings VALUES (?, ?)", (account_id, opened_for))
             conn.execute(
                 "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
                 "VALUES (?, NULL, 'open', ?, ?)",
                 (account_id, opening_minor, ts),
             )
+        return True
 
     def balance(self, account_id: str) -> Balance:
         row = self.db.read().execute(

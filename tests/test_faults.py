@@ -1,12 +1,19 @@
-"""Faults from the foundation issue: a paused bank, many concurrent payers, a bank killed with -9."""
+"""Faults from the foundation issue: a paused bank, many concurrent payers, a bank killed with -9,
+and a registration cut short after the bank opened the account."""
 
 import threading
 import time
 
-from conftest import signed_in
+import pytest
+from conftest import PASSWORD, signed_in
 
 from paykit.check import check_invariants, read_bank, total_money
+from paykit.errors import AlreadyExists
 from paykit.lessons import wait_until
+from paykit.pki import GATEWAY_CN, bank_cn, ensure_identity
+from paykit.rpc import secure_channel
+from paykit.v1 import payment_pb2 as pb
+from paykit.v1 import payment_pb2_grpc as pb_grpc
 
 
 def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluster):
@@ -82,3 +89,27 @@ def test_a_bank_killed_with_sigkill_keeps_every_balance_and_committed_payment(cl
     check_invariants(cluster).assert_ok()
     # And it keeps working after the restart.
     assert alice.pay("BankB", "bob-acct", "1").status == "succeeded"
+
+
+def test_a_registration_cut_short_after_the_bank_opened_the_account_completes_on_retry(cluster):
+    # What the gateway leaves behind if it dies (or loses the reply) right after OpenAccount:
+    # the account exists at the bank, opened for "carol", and the gateway has no user carol.
+    as_gateway = pb_grpc.BankStub(secure_channel(cluster.bank_address("BankA"),
+                                                 ensure_identity(cluster.pki_dir, GATEWAY_CN),
+                                                 server_name=bank_cn("BankA")))
+    as_gateway.OpenAccount(pb.OpenAccountRequest(account_id="carol-acct", opening_balance_minor=25_00,
+                                                 opened_for="carol"), timeout=5)
+    money_before = total_money(cluster)
+    # Somebody else cannot take that account over...
+    with pytest.raises(AlreadyExists):
+        cluster.client().register("mallory", PASSWORD, "carol-acct", "25", "BankA")
+    # ...but carol registering again completes her registration, and no money appears twice.
+    carol = cluster.client()
+    carol.register("carol", PASSWORD, "carol-acct", "25", "BankA")
+    carol.authenticate("carol", PASSWORD)
+    assert carol.balance().balance_minor == 25_00
+    assert total_money(cluster) == money_before
+    check_invariants(cluster).assert_ok()
+    # Registering a second time is refused as before: the user exists now.
+    with pytest.raises(AlreadyExists):
+        cluster.client().register("carol", PASSWORD, "carol-acct", "25", "BankA")

@@ -42,6 +42,21 @@ def test_opening_an_account_twice_or_badly_changes_nothing(tmp_path):
         assert conn.execute("SELECT SUM(delta_minor) FROM entries").fetchone()[0] == 100
 
 
+def test_only_the_same_registration_may_open_an_account_again(tmp_path):
+    ledger = Ledger(tmp_path / "BankA.db", bank="BankA")
+    assert ledger.open_account("acct", 100, opened_for="alice") is True
+    assert ledger.open_account("acct", 100, opened_for="alice") is False  # a retry: nothing opened twice
+    for other in (("acct", 100, "mallory"), ("acct", 100, ""), ("acct", 999, "alice")):
+        with pytest.raises(AlreadyExists):
+            ledger.open_account(*other)
+    ledger.open_account("seeded", 50)  # opened for nobody (the seed file): never "retried" by anyone
+    with pytest.raises(AlreadyExists):
+        ledger.open_account("seeded", 50, opened_for="alice")
+    assert ledger.balance("acct").balance_minor == 100
+    with sqlite3.connect(tmp_path / "BankA.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM entries WHERE account_id = 'acct'").fetchone()[0] == 1
+
+
 def test_the_database_is_durable_by_configuration(tmp_path):
     ledger = Ledger(tmp_path / "BankA.db", bank="BankA")
     conn = ledger.db.read()

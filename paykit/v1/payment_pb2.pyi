@@ -200,12 +200,14 @@ class SearchPaymentsResponse(_message.Message):
     def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ...) -> None: ...
 
 class OpenAccountRequest(_message.Message):
-    __slots__ = ("account_id", "opening_balance_minor")
+    __slots__ = ("account_id", "opening_balance_minor", "opened_for")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     OPENING_BALANCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    OPENED_FOR_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     opening_balance_minor: int
-    def __init__(self, account_id: _Optional[str] = ..., opening_balance_minor: _Optional[int] = ...) -> None: ...
+    opened_for: str
+    def __init__(self, account_id: _Optional[str] = ..., opening_balance_minor: _Optional[int] = ..., opened_for: _Optional[str] = ...) -> None: ...
 
 class OpenAccountResponse(_message.Message):
     __slots__ = ("bank", "account_id")
