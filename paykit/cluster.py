@@ -7,6 +7,7 @@ Controls (used by tests, the demo and the lessons):
     restart(name)         start a stopped or killed server again, on the same port and data
     pause(name)/resume()  SIGSTOP / SIGCONT: a server that hangs without dying
     arm(name, failpoint)  crash or pause that server at a named point on the 2PC path
+                          (or, with action "error", fail its write there as a bad disk would)
     disarm(name)          take back every failpoint of that server that has not fired
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.

@@ -6,11 +6,14 @@
    response, durably, before any Commit or Abort is sent;
 4. send the decision to both banks until each acknowledges (the redriver keeps going
    after the reply, and after a restart).
+A payment left undecided while the gateway lives on (the decision's write failed) is
+aborted by `abort_stranded`, so no bank holds money for it until the next restart.
 Plain Python: the banks are reached through a `Participants` object the adapter gives.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from typing import Protocol
 
 from paykit import eventlog, failpoints, idempotency, payments
 from paykit.db import Database
-from paykit.errors import PaykitError
+from paykit.errors import InProgress, PaykitError
 from paykit.ledger import CREDIT, DEBIT, Vote
 from paykit.payments import PaymentRecord
 
@@ -68,6 +71,9 @@ class Coordinator:
         # Sending both Commits at once saves a round trip and a bank fsync per payment, but leaves
         # no moment "between the commits": the gateway turns it off when failpoints are enabled.
         self._senders = ThreadPoolExecutor(DECISION_SENDERS, "decide") if parallel_decisions else None
+        # Payments a request thread is deciding right now: `abort_stranded` leaves them alone.
+        self._deciding: set[str] = set()
+        self._deciding_lock = threading.Lock()
 
     # -- the payment path ----------------------------------------------------
 
@@ -77,19 +83,27 @@ class Coordinator:
         fp = idempotency.fingerprint(from_bank, from_account, to_bank, to_account, amount_minor)
         record = PaymentRecord(uuid.uuid4().hex, username, key, from_bank, from_account, to_bank, to_account,
                                amount_minor, created_unix_ms=payments.now_ms())
-        with self.db.write() as conn:
-            claim = idempotency.claim(conn, username, key, fp, record.payment_id)
-            if claim.response is not None:
-                eventlog.event("idempotency.replay", txn_id=claim.payment_id, idempotency_key=key, user=username)
-                return claim.payment_id, claim.response
-            payments.insert(conn, record)
-        eventlog.event("2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username)
+        with self._deciding_lock:
+            self._deciding.add(record.payment_id)  # before the row exists: never seen stranded
         try:
-            decision, reason, message = self._collect_votes(record)
-            failpoints.hit("gateway.before_decision")
-        except Exception as exc:  # a bug or a crash of our own: never leave the payment undecided
-            decision, reason, message = "abort", "INTERNAL", f"the gateway failed while preparing: {exc}"
-        response = self._decide(record, decision, reason, message)
+            with self.db.write() as conn:
+                claim = idempotency.claim(conn, username, key, fp, record.payment_id)
+                if claim.response is not None:
+                    eventlog.event("idempotency.replay", txn_id=claim.payment_id, idempotency_key=key, user=username)
+                    return claim.payment_id, claim.response
+                payments.insert(conn, record)
+            eventlog.event("2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username)
+            try:
+                decision, reason, message = self._collect_votes(record)
+                failpoints.hit("gateway.before_decision")
+            except Exception as exc:  # a bug or a crash of our own: never leave the payment undecided
+                decision, reason, message = "abort", "INTERNAL", f"the gateway failed while preparing: {exc}"
+            response = self._decide(record, decision, reason, message)
+            if not response:  # decided by someone else (not expected): the key replays what is stored
+                raise InProgress("this payment was decided elsewhere; retry with the same key for its answer")
+        finally:
+            with self._deciding_lock:
+                self._deciding.discard(record.payment_id)
         self._drive(replace(record, decision=decision), inline=True)
         failpoints.hit("gateway.before_reply")
         return record.payment_id, response
@@ -114,9 +128,13 @@ class Coordinator:
         """Logs the decision and the client's response in one durable transaction."""
         decided = replace(p, decision=decision, failure_reason=reason, failure_message=message)
         response = self.encode_response(decided)
+        failpoints.hit("gateway.decision_write")
         with self.db.write() as conn:
-            if payments.log_decision(conn, p.payment_id, decision, reason, message):
+            logged = payments.log_decision(conn, p.payment_id, decision, reason, message)
+            if logged:
                 idempotency.store_response(conn, p.payment_id, response)
+        if not logged:  # only abort_stranded can find it decided already (the decision is written once)
+            return b""
         eventlog.event("2pc.decision", txn_id=p.payment_id, decision=decision, reason=reason or None)
         if decision == "commit":
             failpoints.hit("gateway.after_commit_logged")
@@ -188,6 +206,19 @@ class Coordinator:
             self._decide(p, "abort", "GATEWAY_RESTARTED", "the gateway restarted before deciding; no money moved")
         eventlog.event("2pc.recovered", aborted=len(stranded))
         return len(stranded)
+
+    def abort_stranded(self) -> int:
+        """Aborts undecided payments no request thread is deciding: their decision's write failed
+        (a disk error). Without this their banks would hold the money until the next restart."""
+        stranded = payments.undecided(self.db.read())
+        with self._deciding_lock:
+            stranded = [p for p in stranded if p.payment_id not in self._deciding]
+        aborted = sum(bool(self._decide(p, "abort", "DECISION_NOT_LOGGED",
+                                        "the gateway could not write its decision; no money moved"))
+                      for p in stranded)
+        if aborted:
+            eventlog.event("2pc.stranded_aborted", aborted=aborted)
+        return aborted
 
     def redrive(self, min_age_s: float) -> int:
         """Sends decisions that some bank has not acknowledged yet; returns how many settled."""

@@ -3,7 +3,8 @@
 Off unless the server was started with failpoints enabled (`--failpoints`). When on,
 `hit(name)` reads the server's arm file (failpoints.json in its data folder), and if
 `name` is armed it disarms it (so a restart does not crash again) and then acts:
-"crash" kills the process with SIGKILL, "pause" stops it with SIGSTOP.
+"crash" kills the process with SIGKILL, "pause" stops it with SIGSTOP, "error" raises
+the error a failing disk gives SQLite (the process lives on).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -21,11 +23,12 @@ FAILPOINTS: dict[str, str] = {
     "bank.after_reply_yes": "the YES reply has been sent",
     "bank.after_commit_before_ack": "Commit applied, acknowledgement not sent",
     "gateway.before_decision": "all votes in, decision not yet logged",
+    "gateway.decision_write": "all votes in, the decision is being written (as \"error\": the write fails)",
     "gateway.after_commit_logged": "COMMIT logged, no Commit sent yet",
     "gateway.between_commits": "Commit acknowledged by the first bank, not yet sent to the second",
     "gateway.before_reply": "decision logged and sent, client not yet answered",
 }
-ACTIONS = ("crash", "pause")
+ACTIONS = ("crash", "pause", "error")
 ARM_FILE = "failpoints.json"
 
 
@@ -56,6 +59,8 @@ class Failpoints:
             signal.pthread_kill(threading.get_ident(), signal.SIGKILL)
         elif action == "pause":
             signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        elif action == "error":
+            raise sqlite3.OperationalError(f"disk I/O error (failpoint {name})")
 
 
 def read_armed(path: Path) -> dict[str, str]:

@@ -215,6 +215,7 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
     stop = threading.Event()
 
     def redrive():
+        coordinator.abort_stranded()
         coordinator.redrive(min_age_s=DRIVE_INLINE_S + REDRIVE_EVERY_S)
 
     coordinator.prune_keys()

@@ -41,6 +41,7 @@ CASES = [
     ("bank.after_reply_yes", "BankB", None),
     ("bank.after_commit_before_ack", "BankA", "succeeded"),  # the resent Commit is a no-op
     ("gateway.before_decision", "gateway", "failed"),  # recovery aborts the undecided payment
+    ("gateway.decision_write", "gateway", "failed"),
     ("gateway.after_commit_logged", "gateway", "succeeded"),  # the logged COMMIT is redriven
     ("gateway.between_commits", "gateway", "succeeded"),
     ("gateway.before_reply", "gateway", "succeeded"),
@@ -157,6 +158,27 @@ def test_crash_at_failpoint_then_restart_settles_exactly_once(fc, failpoint, ser
     assert balance.held_minor == 0
     # And a retry after settling replays the same answer again.
     assert pay(payer, key) == retried
+
+
+def test_a_decision_the_gateway_could_not_write_is_aborted_without_a_restart(fc):
+    payer = new_payer(fc)
+    money_before = total_money(fc)
+    key = str(uuid.uuid4())
+    # Both banks vote YES, then writing the decision fails (a disk error); the gateway lives on.
+    fc.arm("gateway", "gateway.decision_write", "error")
+    with pytest.raises(PaykitError) as failed:
+        pay(payer, key)
+    assert failed.value.reason == "INTERNAL", failed.value
+    assert fc.procs["gateway"].running
+    # The key is in progress until the gateway's sweeper aborts the stranded payment; then the
+    # retry gets that answer, and the banks release their holds, all without a restart.
+    final = retry(payer, key)
+    assert FINAL[final.status] == "failed" and final.failure_reason == "DECISION_NOT_LOGGED", final
+    wait_settled(fc)
+    assert total_money(fc) == money_before
+    balance = payer.balance()
+    assert (balance.balance_minor, balance.held_minor) == (OPENING_MINOR, 0)
+    assert pay(payer, key) == final
 
 
 @pytest.mark.parametrize("action", ["pause", "crash"])
