@@ -168,9 +168,7 @@ def pay_calls(clients: list, accounts: list[tuple[str, str]], *, outbox: bool = 
     By default one Pay RPC per payment with a fresh key, as PaymentClient sends it (the
     gateway's path, what the floor is compared with); outbox=True goes through
     PaymentClient.pay, which first stores each payment in the client's durable outbox."""
-    import grpc
-
-    from paykit.rpc import from_rpc_error
+    from paykit.errors import PaykitError
     from paykit.v1 import payment_pb2 as pb
 
     def make(i: int):
@@ -182,13 +180,11 @@ def pay_calls(clients: list, accounts: list[tuple[str, str]], *, outbox: bool = 
 
         def call():
             key = str(uuid.uuid4())
-            metadata = (("authorization", f"Bearer {client.token}"), ("idempotency-key", key),
-                        ("x-request-id", uuid.uuid4().hex), ("x-attempt", "1"))
             request = pb.PayRequest(idempotency_key=key, to_bank=bank, to_account=account, amount_minor=AMOUNT_MINOR)
             try:
-                p = client.stub.Pay(request, timeout=client.timeout_s, metadata=metadata).payment
-            except grpc.RpcError as exc:
-                return from_rpc_error(exc).reason
+                p = client._call("Pay", request, key=key).payment  # exactly what PaymentClient sends
+            except PaykitError as err:
+                return err.reason
             return None if p.status == pb.PAYMENT_STATUS_SUCCEEDED else (p.failure_reason or "NOT_SUCCEEDED")
 
         return call_outbox if outbox else call

@@ -334,7 +334,7 @@ class _Run:
             self._mark(target, None)
         else:
             c.arm(target, point, "crash")
-            if not self._died_within(target, self.cfg.failpoint_window_s):
+            if not c.died_within(target, self.cfg.failpoint_window_s):
                 c.disarm(target)
                 if c.procs[target].running:
                     self.report.faults.append(Fault(t0, target, "failpoint-missed", point, 0.0))
@@ -355,14 +355,6 @@ class _Run:
                 self.down.pop(target, None)
             else:
                 self.down[target] = state
-
-    def _died_within(self, target: str, window_s: float) -> bool:
-        end = time.monotonic() + window_s
-        while time.monotonic() < end:
-            if not self.cluster.procs[target].running:
-                return True
-            time.sleep(0.02)
-        return False
 
     def _up(self, target: str) -> None:
         for attempt in range(RESTART_ATTEMPTS):
@@ -474,6 +466,7 @@ def _run(run: _Run) -> ChaosReport:
 def _resolve(run: _Run, sessions: list[GatewaySession], healed_ms: int) -> None:
     by_user = {s.username: s for s in sessions}
     deadline = time.monotonic() + run.cfg.recover_timeout_s
+    resolved_now = []
     for intent in [i for i in run.report.intents if i.outcome == UNCERTAIN]:
         while not intent.resolved and time.monotonic() < deadline:
             answer = run.send(by_user[intent.username], intent, 1, None)
@@ -481,10 +474,11 @@ def _resolve(run: _Run, sessions: list[GatewaySession], healed_ms: int) -> None:
                 time.sleep(0.2)
                 continue
             intent.resolved, intent.reason = answer
-            record = next((p for p in read_gateway(run.cluster.gateway_db())
-                           if (p.username, p.idempotency_key) == (intent.username, intent.key)), None)
-            if record is not None and record.created_unix_ms >= healed_ms:
-                run.report.first_sent_on_retry += 1  # the gateway never had it before the heal
+            resolved_now.append(intent)
+    if resolved_now:  # one read of the gateway's payments, not one per payment
+        created = {(p.username, p.idempotency_key): p.created_unix_ms for p in read_gateway(run.cluster.gateway_db())}
+        run.report.first_sent_on_retry += sum(  # the gateway never had them before the heal
+            created.get((i.username, i.key), -1) >= healed_ms for i in resolved_now)
 
 
 def _wait_recovered(run: _Run) -> Report:

@@ -23,6 +23,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paykit.coordinator import leg_txn_id
+from paykit.ledger import CREDIT, DEBIT
 from paykit.payments import PaymentRecord
 
 SUCCEEDED, FAILED = "succeeded", "failed"
@@ -129,13 +131,13 @@ def money_sample(cluster) -> tuple[int, int]:
 
 
 def _leg_states(banks: Mapping[str, BankBooks], p: PaymentRecord) -> tuple[str | None, str | None]:
-    return (banks[p.from_bank].txn_states.get(f"{p.payment_id}.debit"),
-            banks[p.to_bank].txn_states.get(f"{p.payment_id}.credit"))
+    return (banks[p.from_bank].txn_states.get(leg_txn_id(p.payment_id, DEBIT)),
+            banks[p.to_bank].txn_states.get(leg_txn_id(p.payment_id, CREDIT)))
 
 
 def _leg_entries(banks: Mapping[str, BankBooks], p: PaymentRecord) -> tuple[int, int]:
-    return (banks[p.from_bank].entries_per_txn.get(f"{p.payment_id}.debit", 0),
-            banks[p.to_bank].entries_per_txn.get(f"{p.payment_id}.credit", 0))
+    return (banks[p.from_bank].entries_per_txn.get(leg_txn_id(p.payment_id, DEBIT), 0),
+            banks[p.to_bank].entries_per_txn.get(leg_txn_id(p.payment_id, CREDIT), 0))
 
 
 def _check_money(report: Report, banks: Mapping[str, BankBooks]) -> None:

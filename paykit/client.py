@@ -10,7 +10,6 @@ gateway answers, else queued and resent in the background (see docs/offline.md).
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
 import uuid
@@ -59,7 +58,7 @@ QUEUED_UNREACHABLE = "unreachable"  # the gateway could not be reached: nothing 
 QUEUED_NO_ANSWER = "no_answer"  # sent, but no answer came back: resent with the same key
 QUEUED_BEHIND = "behind"  # earlier queued payments go first (FIFO)
 QUEUED_SIGNED_OUT = "signed_out"  # the gateway refused the token: sent after the next auth
-log = logging.getLogger("paykit.outbox")
+log = ob.log
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,6 @@ class PaymentClient:
         self._on_complete: list[Callable[[Payment], None]] = []
         self._on_notice: list[Callable[[str], None]] = []
         self._closed_handshakes = 0  # connect-phase "Socket closed" in a row (see outbox.TLS_SUSPECT_CLOSES)
-        # This thread's last refusal's ErrorInfo metadata (its "field"), which an outbox Attempt does not keep.
-        self._refused = threading.local()
         self._closing = False
         self.timeout_s = timeout_s
         self.tls = tls or ensure_identity(Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN)
@@ -321,7 +318,7 @@ class PaymentClient:
                                 f"was not sent ({attempt.message})")
         done = drainer.apply(entry, attempt, generation, reported=True)
         if attempt.kind == ob.DONE and not attempt.payment:  # the gateway refused the request itself
-            raise from_reason(attempt.reason)(attempt.message, metadata=getattr(self._refused, "metadata", None))
+            raise from_reason(attempt.reason)(attempt.message, metadata=attempt.metadata)
         if attempt.kind == ob.DONE:
             return self._payment_of(done)
         why = {ob.AUTH: QUEUED_SIGNED_OUT}.get(attempt.kind, QUEUED_NO_ANSWER if attempt.maybe_sent
@@ -341,9 +338,8 @@ class PaymentClient:
             return self._payment_of(entry)
         # Another thread is sending this very key right now: send it too, as a plain retry
         # (the gateway runs it once; a retry during the first gets IN_PROGRESS), never queued twice.
-        request = pb.PayRequest(idempotency_key=entry.key, to_bank=entry.to_bank, to_account=entry.to_account,
-                                amount_minor=entry.amount_minor)
-        reply = self._call("Pay", request, attempt=entry.attempts + 1, request_id=entry.request_id, key=entry.key)
+        reply = self._call("Pay", _pay_request(entry), attempt=entry.attempts + 1, request_id=entry.request_id,
+                           key=entry.key)
         return replace(Payment.from_pb(reply.payment), outbox_id=entry.short_id)
 
     # -- the outbox ---------------------------------------------------------------
@@ -419,14 +415,11 @@ class PaymentClient:
 
     def _send_entry(self, entry: ob.Entry, *, timeout_s: float | None = None) -> ob.Attempt:
         """One send of an outbox entry, with its own key, request id and attempt number."""
-        request = pb.PayRequest(idempotency_key=entry.key, to_bank=entry.to_bank, to_account=entry.to_account,
-                                amount_minor=entry.amount_minor)
         try:
-            reply = self._call("Pay", request, attempt=entry.attempts, request_id=entry.request_id, key=entry.key,
-                               timeout_s=timeout_s)
+            reply = self._call("Pay", _pay_request(entry), attempt=entry.attempts, request_id=entry.request_id,
+                               key=entry.key, timeout_s=timeout_s)
         except PaykitError as err:
             attempt = ob.classify(err)
-            self._refused.metadata = err.metadata
             self._closed_handshakes = self._closed_handshakes + 1 if attempt.closed_at_connect else 0
             if self._closed_handshakes >= ob.TLS_SUSPECT_CLOSES:
                 return replace(attempt, kind=ob.TLS, reason=ob.TLSFailure.reason, message=(
@@ -503,3 +496,9 @@ class PaymentClient:
     def _require_auth(self) -> None:
         if not self.token:
             raise NotAuthenticated("not signed in: run auth USER PASSWORD first")
+
+
+def _pay_request(entry: ob.Entry) -> pb.PayRequest:
+    """The Pay request of an outbox entry: the same one on every send, key included."""
+    return pb.PayRequest(idempotency_key=entry.key, to_bank=entry.to_bank, to_account=entry.to_account,
+                         amount_minor=entry.amount_minor)

@@ -185,12 +185,18 @@ class LocalCluster:
 
     def wait_dead(self, name: str, timeout_s: float = 10.0) -> None:
         """Waits until `name` has died (a failpoint crashed it); raises if it did not."""
+        if not self.died_within(name, timeout_s):
+            raise AssertionError(f"{name} is still running after {timeout_s} s")
+
+    def died_within(self, name: str, timeout_s: float) -> bool:
+        """Whether `name` dies (or has died) within `timeout_s`."""
         proc = self._proc(name)
         try:
             proc.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{name} is still running after {timeout_s} s") from None
+            return False
         self._close_pipes(proc)
+        return True
 
     def pause(self, name: str) -> None:
         proc = self._proc(name)

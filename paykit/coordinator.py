@@ -201,24 +201,25 @@ class Coordinator:
 
     def recover(self) -> int:
         """At start, before serving: abort every payment that has no logged decision."""
-        stranded = payments.undecided(self.db.read())
-        for p in stranded:
-            self._decide(p, "abort", "GATEWAY_RESTARTED", "the gateway restarted before deciding; no money moved")
-        eventlog.event("2pc.recovered", aborted=len(stranded))
-        return len(stranded)
+        aborted = self._abort_undecided("GATEWAY_RESTARTED", "the gateway restarted before deciding; no money moved")
+        eventlog.event("2pc.recovered", aborted=aborted)
+        return aborted
 
     def abort_stranded(self) -> int:
         """Aborts undecided payments no request thread is deciding: their decision's write failed
         (a disk error). Without this their banks would hold the money until the next restart."""
-        stranded = payments.undecided(self.db.read())
-        with self._deciding_lock:
-            stranded = [p for p in stranded if p.payment_id not in self._deciding]
-        aborted = sum(bool(self._decide(p, "abort", "DECISION_NOT_LOGGED",
-                                        "the gateway could not write its decision; no money moved"))
-                      for p in stranded)
+        aborted = self._abort_undecided("DECISION_NOT_LOGGED",
+                                        "the gateway could not write its decision; no money moved")
         if aborted:
             eventlog.event("2pc.stranded_aborted", aborted=aborted)
         return aborted
+
+    def _abort_undecided(self, reason: str, message: str) -> int:
+        """Logs ABORT for every undecided payment no request thread is deciding (at start: all)."""
+        undecided = payments.undecided(self.db.read())
+        with self._deciding_lock:
+            stranded = [p for p in undecided if p.payment_id not in self._deciding]
+        return sum(bool(self._decide(p, "abort", reason, message)) for p in stranded)
 
     def redrive(self, min_age_s: float) -> int:
         """Sends decisions that some bank has not acknowledged yet; returns how many settled."""

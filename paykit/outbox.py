@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -161,7 +161,7 @@ log = logging.getLogger("paykit.outbox")
 DONE, RETRY, AUTH, TLS = "done", "retry", "auth", "tls"
 _TLS_MARKERS = ("handshake failed", "ssl_error", "certificate_verify_failed", "tsi_protocol_failure",
                 "certificate verify failed")
-_CONNECT_FAILED = "failed to connect to all addresses"
+CONNECT_FAILED = "failed to connect to all addresses"
 # Answers after which the payment's fate is unknown: resend later with the same key.
 # AccountLocked is RESOURCE_EXHAUSTED, which is also what a server at its call limit says.
 _UNCERTAIN = (Unavailable, InProgress, Internal, AccountLocked)
@@ -179,6 +179,7 @@ class Attempt:
     payment: bytes | None = None
     maybe_sent: bool = True  # False only when the request certainly never left this machine
     closed_at_connect: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)  # a refusal's ErrorInfo metadata (its "field")
 
 
 def is_tls_failure(err: PaykitError) -> bool:
@@ -194,10 +195,10 @@ def classify(err: PaykitError) -> Attempt:
     if is_tls_failure(err):
         return Attempt(TLS, reason=TLSFailure.reason, message=err.message, maybe_sent=False)
     if isinstance(err, _UNCERTAIN) or type(err) is PaykitError:
-        not_sent = _CONNECT_FAILED in err.message
+        not_sent = CONNECT_FAILED in err.message
         return Attempt(RETRY, reason=err.reason, message=err.message, maybe_sent=not not_sent,
                        closed_at_connect=not_sent and "socket closed" in err.message.lower())
-    return Attempt(DONE, status=FAILED, reason=err.reason, message=err.message)
+    return Attempt(DONE, status=FAILED, reason=err.reason, message=err.message, metadata=err.metadata)
 
 
 # -- the store --------------------------------------------------------------
@@ -370,9 +371,6 @@ class Outbox:
                                       (SUCCEEDED, FAILED)).fetchall()
         return [_entry(r) for r in rows]
 
-    def all_entries(self) -> list[Entry]:
-        return [_entry(r) for r in self.db.read().execute("SELECT * FROM outbox ORDER BY seq").fetchall()]
-
 
 # -- the drainer ------------------------------------------------------------
 
@@ -478,10 +476,8 @@ class Drainer:
                 self.on_done(done)
             return done
         self.outbox.release(entry.seq, attempt)
-        if attempt.kind == AUTH:
-            self.pause(AUTH, attempt.message)
-        elif attempt.kind == TLS:
-            self.pause(TLS, attempt.message)
+        if attempt.kind in (AUTH, TLS):
+            self.pause(attempt.kind, attempt.message)
         else:
             self._failures += 1
             self._failed_generation = generation

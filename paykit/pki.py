@@ -125,10 +125,10 @@ def ensure_identity(pki_dir: Path, common_name: str, *, sans: tuple[str, ...] = 
     sans = (common_name, *sans)
     if not files.cert.exists() or not files.key.exists():
         _issue(pki_dir, common_name, DEFAULT_SANS + tuple(sans))
-    elif not {_san_text(s) for s in sans} <= set(cert_sans(files.cert)):
+    elif not {_san_text(s) for s in sans} <= set(have := cert_sans(files.cert)):
         # A later --san names a host this certificate does not cover: re-issue it (same CA, so
         # every peer still trusts it), keeping the names it had.
-        _issue(pki_dir, common_name, cert_sans(files.cert) + tuple(sans))
+        _issue(pki_dir, common_name, have + tuple(sans))
     return files
 
 

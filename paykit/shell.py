@@ -12,7 +12,14 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
-from paykit.client import Payment, PaymentClient
+from paykit import outbox as ob
+from paykit.client import (
+    QUEUED_NO_ANSWER,
+    QUEUED_SIGNED_OUT,
+    QUEUED_UNREACHABLE,
+    Payment,
+    PaymentClient,
+)
 from paykit.errors import InvalidInput, PaykitError
 from paykit.money import format_minor
 
@@ -238,12 +245,12 @@ class Shell:
 def describe_queued(p: Payment, ahead: int) -> str:
     """What pay says when the payment went into the outbox instead of being answered now."""
     what = f"id {p.outbox_id}, {format_minor(p.amount_minor)} to {p.to_bank}/{p.to_account}"
-    if p.queued_reason == "unreachable":
+    if p.queued_reason == QUEUED_UNREACHABLE:
         return f"Gateway unreachable: payment queued ({what}); it will be sent when the gateway is back"
-    if p.queued_reason == "no_answer":
+    if p.queued_reason == QUEUED_NO_ANSWER:
         return (f"No answer from the gateway: payment queued ({what}); it will be resent with the same "
                 "idempotency key, so it cannot be paid twice")
-    if p.queued_reason == "signed_out":
+    if p.queued_reason == QUEUED_SIGNED_OUT:
         return (f"The gateway did not accept your session: payment queued ({what}); "
                 "sign in again with: auth USER PASSWORD")
     return (f"Payment queued ({what}) behind {ahead} earlier payment{'s' * (ahead != 1)}; "
@@ -262,8 +269,8 @@ def queue_table(entries: list, *, paused: str = "") -> str:
     if not entries:
         return "no queued payments"
     lines = [f"{len(entries)} queued payment{'s' * (len(entries) != 1)}"
-             + {"auth": " (paused: sign in again with auth USER PASSWORD)",
-                "tls": " (paused: TLS failure; fix the certificates and restart)"}.get(paused, "")]
+             + {ob.AUTH: " (paused: sign in again with auth USER PASSWORD)",
+                ob.TLS: " (paused: TLS failure; fix the certificates and restart)"}.get(paused, "")]
     lines.append(f"{'id':8}  {'queued (UTC)':19}  {'to':24}  {'amount':>12}  {'state':7}  {'tries':>5}  note")
     for e in entries:
         when = dt.datetime.fromtimestamp(e.created_unix_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -278,7 +285,7 @@ def queue_table(entries: list, *, paused: str = "") -> str:
 
 def _short_error(text: str) -> str:
     """gRPC's connect errors are long; the last clause ("Connection refused") is the news."""
-    if "failed to connect to all addresses" in text:
+    if ob.CONNECT_FAILED in text:
         return "gateway unreachable (" + text.rstrip(")").rsplit(": ", 1)[-1] + ")"
     return text if len(text) <= 60 else text[:57] + "..."
 

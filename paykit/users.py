@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from paykit.db import Database
-from paykit.errors import AccountLocked, AlreadyExists, InvalidInput, NotAuthenticated
+from paykit.errors import AccountLocked, AlreadyExists, InvalidInput, NotAuthenticated, field_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -62,30 +62,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# The request fields these checks are about (clients get them as BadRequest field violations).
-_USERNAME, _PASSWORD = {"field": "username"}, {"field": "password"}
-
-
+@field_of("username")  # the request field it checks: clients get it as a BadRequest field violation
 def normalise_username(raw: str) -> str:
     """NFKC + case-fold, then ASCII letters, digits, '_', '.', '-' only (no look-alikes)."""
     if len(raw) > USERNAME_MAX_LEN * 4:
-        raise InvalidInput(f"username is too long: at most {USERNAME_MAX_LEN} characters", metadata=_USERNAME)
+        raise InvalidInput(f"username is too long: at most {USERNAME_MAX_LEN} characters")
     name = unicodedata.normalize("NFKC", raw).casefold().strip()
     if not name or len(name) > USERNAME_MAX_LEN:
-        raise InvalidInput(f"username must have 1 to {USERNAME_MAX_LEN} characters", metadata=_USERNAME)
+        raise InvalidInput(f"username must have 1 to {USERNAME_MAX_LEN} characters")
     if not _USERNAME_RE.match(name):
         raise InvalidInput(
-            f"username {raw!r} is not allowed: use letters a-z, digits, '_', '.', '-', starting with a letter or digit",
-            metadata=_USERNAME,
+            f"username {raw!r} is not allowed: use letters a-z, digits, '_', '.', '-', starting with a letter or digit"
         )
     return name
 
 
+@field_of("password")
 def check_password_length(password: str, *, new: bool) -> None:
     if len(password) > PASSWORD_MAX_LEN:
-        raise InvalidInput(f"password is too long: at most {PASSWORD_MAX_LEN} characters", metadata=_PASSWORD)
+        raise InvalidInput(f"password is too long: at most {PASSWORD_MAX_LEN} characters")
     if new and len(password) < PASSWORD_MIN_LEN:
-        raise InvalidInput(f"password is too short: at least {PASSWORD_MIN_LEN} characters", metadata=_PASSWORD)
+        raise InvalidInput(f"password is too short: at least {PASSWORD_MIN_LEN} characters")
 
 
 def hash_password(password: str, salt: bytes) -> bytes:

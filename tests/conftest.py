@@ -1,14 +1,20 @@
-"""Shared fixtures: real clusters on 127.0.0.1 (port 0), real TLS, real SQLite, in tmp folders."""
+"""Shared fixtures and helpers: real clusters on 127.0.0.1 (port 0), real TLS, real SQLite, in tmp folders."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
 
 from paykit import LocalCluster, PaymentClient
+from paykit.chaos import GatewaySession
+from paykit.check import read_bank
+from paykit.pki import CLIENT_CN, ensure_identity
 
 PASSWORD = "password123"
+OPENING_MINOR = 100_000  # what new_payer() opens with
+_payers = itertools.count(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -53,3 +59,18 @@ def signed_in(cluster: LocalCluster, username: str, account: str, opening: str =
     client.register(username, password, account, opening, bank)
     client.authenticate(username, password)
     return client
+
+
+def new_payer(cluster: LocalCluster) -> GatewaySession:
+    """A fresh user at BankA; each call is one send (the client's retries are the test's)."""
+    name = f"payer{next(_payers)}"
+    payer = GatewaySession(cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN))
+    payer.register(name, f"{name}-acct", OPENING_MINOR, "BankA")
+    payer.authenticate(name)
+    return payer
+
+
+def leg_states(cluster: LocalCluster, payment_id: str) -> tuple[str | None, str | None]:
+    """The states of a BankA -> BankB payment's debit and credit legs, read from the banks' files."""
+    return (read_bank("BankA", cluster.bank_db("BankA")).txn_states.get(f"{payment_id}.debit"),
+            read_bank("BankB", cluster.bank_db("BankB")).txn_states.get(f"{payment_id}.credit"))

@@ -10,12 +10,12 @@ Every test starts from a healed cluster with nothing in doubt, and leaves one be
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import uuid
 
 import pytest
+from conftest import OPENING_MINOR, leg_states, new_payer
 
 from paykit import LocalCluster
 from paykit.chaos import GatewaySession
@@ -23,15 +23,14 @@ from paykit.check import check_invariants, read_bank, read_gateway, total_money
 from paykit.errors import InProgress, PaykitError, Unavailable
 from paykit.failpoints import FAILPOINTS
 from paykit.lessons import wait_until
-from paykit.pki import CLIENT_CN, bank_cn, ensure_identity
+from paykit.pki import bank_cn, ensure_identity
 from paykit.rpc import secure_channel
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
-OPENING_MINOR, AMOUNT_MINOR = 100_000, 10_000
+AMOUNT_MINOR = 10_000
 FINAL = {pb.PAYMENT_STATUS_SUCCEEDED: "succeeded", pb.PAYMENT_STATUS_FAILED: "failed"}
 SETTLE_TIMEOUT_S = 20.0
-_users = itertools.count(1)
 
 # failpoint, the server that crashes there, and the payment's final state (None: either,
 # depending on whether the YES reply got out before the process died).
@@ -83,15 +82,6 @@ def wait_settled(cluster: LocalCluster, timeout_s: float = SETTLE_TIMEOUT_S) -> 
         time.sleep(0.1)
 
 
-def new_payer(cluster: LocalCluster) -> GatewaySession:
-    """A fresh user at BankA; each call is one send (the client's retries are the test's)."""
-    name = f"payer{next(_users)}"
-    payer = GatewaySession(cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN))
-    payer.register(name, f"{name}-acct", OPENING_MINOR, "BankA")
-    payer.authenticate(name)
-    return payer
-
-
 def pay(payer: GatewaySession, key: str):
     return payer.pay("BankB", "recipient123", AMOUNT_MINOR, key)
 
@@ -112,11 +102,6 @@ def payment_for(cluster: LocalCluster, key: str):
     found = [p for p in read_gateway(cluster.gateway_db()) if p.idempotency_key == key]
     assert len(found) <= 1, f"key {key} gave {len(found)} payments"
     return found[0] if found else None
-
-
-def leg_states(cluster: LocalCluster, payment_id: str) -> tuple[str | None, str | None]:
-    return (read_bank("BankA", cluster.bank_db("BankA")).txn_states.get(f"{payment_id}.debit"),
-            read_bank("BankB", cluster.bank_db("BankB")).txn_states.get(f"{payment_id}.credit"))
 
 
 def test_every_failpoint_has_a_crash_test():

@@ -15,27 +15,19 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import leg_states, new_payer
 
-from paykit.chaos import GatewaySession
 from paykit.check import check_invariants, read_bank, read_gateway, total_money
 from paykit.lessons import wait_until
-from paykit.pki import CLIENT_CN, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 
-OPENING_MINOR, AMOUNT_MINOR = 100_000, 10_000
+AMOUNT_MINOR = 10_000
 PAYEE_BANK, PAYEE = "BankB", "recipient123"
 
 
 @pytest.fixture
 def fc(make_cluster):
     return make_cluster(failpoints=True, prepare_timeout_s=3.0)
-
-
-def payer_of(cluster, name: str) -> GatewaySession:
-    payer = GatewaySession(cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN))
-    payer.register(name, f"{name}-acct", OPENING_MINOR, "BankA")
-    payer.authenticate(name)
-    return payer
 
 
 def copy_db(src: Path, dst: Path) -> None:
@@ -48,8 +40,7 @@ def copy_db(src: Path, dst: Path) -> None:
 
 def put_back(cluster, name: str, db: Path, copy: Path) -> None:
     """kill -9 the server, bring its database back to the copy, and start it again."""
-    cluster.kill(name)
-    cluster.wait_dead(name)
+    cluster.kill(name)  # returns once the process is gone
     for leftover in (Path(f"{db}-wal"), Path(f"{db}-shm")):
         leftover.unlink(missing_ok=True)
     copy.replace(db)
@@ -61,17 +52,12 @@ def stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
 
 
-def legs(cluster, payment_id: str) -> tuple[str | None, str | None]:
-    return (read_bank("BankA", cluster.bank_db("BankA")).txn_states.get(f"{payment_id}.debit"),
-            read_bank(PAYEE_BANK, cluster.bank_db(PAYEE_BANK)).txn_states.get(f"{payment_id}.credit"))
-
-
 def payee_balance(cluster) -> int:
     return read_bank(PAYEE_BANK, cluster.bank_db(PAYEE_BANK)).balances[PAYEE]
 
 
 def test_a_bank_commit_lost_to_a_power_cut_is_applied_again_by_its_resolver(fc, tmp_path):
-    payer = payer_of(fc, "alice")
+    payer = new_payer(fc)
     money_before, payee_before = total_money(fc), payee_balance(fc)
     key = str(uuid.uuid4())
     # Hold the gateway right after its COMMIT is on disk, before any bank hears it.
@@ -95,7 +81,7 @@ def test_a_bank_commit_lost_to_a_power_cut_is_applied_again_by_its_resolver(fc, 
     # The power cut: the payee's bank loses its (unsynced) commit after acknowledging it. The
     # gateway has its acknowledgement and will not resend; only the bank's resolver can notice.
     put_back(fc, PAYEE_BANK, fc.bank_db(PAYEE_BANK), snapshot)
-    wait_until(lambda: legs(fc, record.payment_id) == ("committed", "committed"), 15.0,
+    wait_until(lambda: leg_states(fc, record.payment_id) == ("committed", "committed"), 15.0,
                what="the resolver to apply the lost commit")
     assert payee_balance(fc) == payee_before + AMOUNT_MINOR  # credited once, not zero times, not twice
     assert total_money(fc) == money_before
