@@ -1,4 +1,5 @@
-"""The `paykit` command: servers, the interactive client, a whole local cluster, the demo, the PKI."""
+"""The `paykit` command: servers, the interactive client, a whole local cluster, the demo, the
+PKI."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from paykit import config
-from paykit.errors import PaykitError
+from paykit.core import config
+from paykit.core.errors import PaykitError
 
 EPILOG = "Run state (databases, logs, the dev PKI) goes to $PAYKIT_HOME, else ./.paykit."
 
@@ -23,76 +24,132 @@ def _data_dir(args, name: str) -> Path:
 
 
 def _server_args(p: argparse.ArgumentParser, port: int) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=port, help=f"port to listen on, 0 for any free port (default {port})")
-    p.add_argument("--data-dir", help="folder for this server's database and logs (default: under the state folder)")
-    p.add_argument("--pki-dir", help="folder of the dev PKI (default: <state folder>/pki; made on first use)")
-    p.add_argument("--failpoints", action="store_true", default=os.environ.get("PAYKIT_FAILPOINTS") == "1",
-                   help="allow failpoints to be armed (fault tests only; also PAYKIT_FAILPOINTS=1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=port,
+        help=f"port to listen on, 0 for any free port (default {port})",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder for this server's database and logs (default: under the state folder)",
+    )
+    p.add_argument(
+        "--pki-dir", help="folder of the dev PKI (default: <state folder>/pki; made on first use)"
+    )
+    p.add_argument(
+        "--failpoints",
+        action="store_true",
+        default=os.environ.get("PAYKIT_FAILPOINTS") == "1",
+        help="allow failpoints to be armed (fault tests only; also PAYKIT_FAILPOINTS=1)",
+    )
     p.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
 
 
 def _bank_pair(text: str) -> tuple[str, str]:
     name, eq, address = text.partition("=")
     if not eq or not name or ":" not in address:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=HOST:PORT, e.g. BankA=127.0.0.1:50051")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not NAME=HOST:PORT, e.g. BankA=127.0.0.1:50051"
+        )
     return name, address
 
 
 def cmd_bank(args) -> int:
-    from paykit import bank, pki
+    from paykit.bank import server as bank
+    from paykit.rpc import pki
 
     tls = pki.ensure_identity(_pki_dir(args), pki.bank_cn(args.name), sans=tuple(args.san))
-    bank.serve(config.BankConfig(
-        name=args.name, host=args.host, port=args.port, data_dir=_data_dir(args, args.name), tls=tls,
-        seed_csv=Path(args.seed) if args.seed else None, failpoints=args.failpoints,
-    ), exit_on_stdin_eof=args.exit_on_stdin_eof)
+    bank.serve(
+        config.BankConfig(
+            name=args.name,
+            host=args.host,
+            port=args.port,
+            data_dir=_data_dir(args, args.name),
+            tls=tls,
+            seed_csv=Path(args.seed) if args.seed else None,
+            failpoints=args.failpoints,
+        ),
+        exit_on_stdin_eof=args.exit_on_stdin_eof,
+    )
     return 0
 
 
 def cmd_gateway(args) -> int:
-    from paykit import gateway, pki
+    from paykit.gateway import server as gateway
+    from paykit.rpc import pki
 
     if not args.bank:
         raise PaykitError("the gateway needs at least one --bank NAME=HOST:PORT")
     if args.prepare_timeout_s <= 0:
         raise PaykitError("--prepare-timeout-s must be more than 0")
     tls = pki.ensure_identity(_pki_dir(args), pki.GATEWAY_CN, sans=tuple(args.san))
-    gateway.serve(config.GatewayConfig(
-        host=args.host, port=args.port, advertise=args.advertise or "", banks=dict(args.bank),
-        data_dir=_data_dir(args, "gateway"), tls=tls, prepare_timeout_s=args.prepare_timeout_s,
-        token_ttl_s=args.token_ttl_s, idempotency_retention_s=args.idempotency_retention_s,
-        lockout_failures=args.lockout_failures, lockout_s=args.lockout_s, failpoints=args.failpoints,
-    ), exit_on_stdin_eof=args.exit_on_stdin_eof)
+    gateway.serve(
+        config.GatewayConfig(
+            host=args.host,
+            port=args.port,
+            advertise=args.advertise or "",
+            banks=dict(args.bank),
+            data_dir=_data_dir(args, "gateway"),
+            tls=tls,
+            prepare_timeout_s=args.prepare_timeout_s,
+            token_ttl_s=args.token_ttl_s,
+            idempotency_retention_s=args.idempotency_retention_s,
+            lockout_failures=args.lockout_failures,
+            lockout_s=args.lockout_s,
+            failpoints=args.failpoints,
+        ),
+        exit_on_stdin_eof=args.exit_on_stdin_eof,
+    )
     return 0
 
 
 def cmd_client(args) -> int:
-    from paykit.client import PaymentClient
-    from paykit.shell import Shell
+    from paykit.client.api import PaymentClient
+    from paykit.client.shell import Shell
 
     interactive = sys.stdin.isatty()
     outbox_dir = Path(args.outbox_dir) if args.outbox_dir else None
     # Like the servers, the CLI client logs every call attempt (JSON lines, no secrets).
-    log_path = Path(args.log) if args.log else config.state_dir() / "logs" / f"client-{os.getpid()}.jsonl"
-    with PaymentClient(args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir, log_path=log_path) as client:
+    log_path = (
+        Path(args.log) if args.log else config.state_dir() / "logs" / f"client-{os.getpid()}.jsonl"
+    )
+    with PaymentClient(
+        args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir, log_path=log_path
+    ) as client:
         shell = Shell(client, default_bank=args.bank)
         if interactive:
-            print(f"[CLIENT] Connected to gateway {args.gateway}. Type help for commands, quit to leave.")
+            print(
+                f"[CLIENT] Connected to gateway {args.gateway}. Type help for commands, quit to "
+                "leave."
+            )
         shell.run(sys.stdin, prompt=interactive)
     return 0
 
 
 def cmd_up(args) -> int:
-    from paykit.cluster import LocalCluster
+    from paykit.lab.cluster import LocalCluster
 
     ports = {**config.DEFAULT_BANK_PORTS, "gateway": config.DEFAULT_GATEWAY_PORT}
-    cluster = LocalCluster(tuple(config.DEFAULT_BANK_PORTS), data_dir=config.state_dir() / "data", ports=ports,
-                           prepare_timeout_s=args.prepare_timeout_s, pki_dir=config.state_dir() / "pki",
-                           host=args.host)
+    cluster = LocalCluster(
+        tuple(config.DEFAULT_BANK_PORTS),
+        data_dir=config.state_dir() / "data",
+        ports=ports,
+        prepare_timeout_s=args.prepare_timeout_s,
+        pki_dir=config.state_dir() / "pki",
+        host=args.host,
+    )
     with cluster:
         for row in cluster.status():
-            print(f"[paykit] {row['name']:8} pid {row['pid']:<7} listening on {args.host}:{row['port']}")
+            print(
+                f"[paykit] {row['name']:8} pid {row['pid']:<7} listening on "
+                f"{args.host}:{row['port']}"
+            )
         print(f"[paykit] data and logs in {cluster.data_dir}; PKI in {cluster.pki_dir}")
         print(f"[paykit] in another terminal: paykit client --gateway 127.0.0.1:{ports['gateway']}")
         print("[paykit] Ctrl+C stops all three.", flush=True)
@@ -110,13 +167,13 @@ def cmd_up(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from paykit.demo import run_demo
+    from paykit.lab.demo import run_demo
 
     return run_demo()
 
 
 def cmd_pki(args) -> int:
-    from paykit import pki
+    from paykit.rpc import pki
 
     target = Path(args.dir) if args.dir else config.state_dir() / "pki"
     files = pki.init_pki(target, args.bank or list(config.DEFAULT_BANK_PORTS), sans=tuple(args.san))
@@ -135,18 +192,21 @@ TOOLS = {
 
 def _tool(name: str):
     def run(args) -> int:
-        module = importlib.import_module(f"paykit.{name}")
+        module = importlib.import_module(f"paykit.lab.{name}")
         return module.main(args.argv)
 
     return run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paykit", description="A miniature payment system for learning.",
-                                     epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="paykit", description="A miniature payment system for learning.", epilog=EPILOG
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="start BankA:50051, BankB:50052 and the gateway:50050 (Ctrl+C stops all)")
+    p = sub.add_parser(
+        "up", help="start BankA:50051, BankB:50052 and the gateway:50050 (Ctrl+C stops all)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S)
     p.set_defaults(func=cmd_up)
@@ -154,35 +214,73 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bank", help="run one bank server", epilog=EPILOG)
     p.add_argument("--name", required=True, help="the bank's name, e.g. BankA")
     _server_args(p, 50051)
-    p.add_argument("--seed", help="CSV of bank,account_id,opening_balance; this bank's rows are opened at start")
-    p.add_argument("--san", action="append", default=[], help="extra host name or IP for its certificate")
+    p.add_argument(
+        "--seed",
+        help="CSV of bank,account_id,opening_balance; this bank's rows are opened at start",
+    )
+    p.add_argument(
+        "--san", action="append", default=[], help="extra host name or IP for its certificate"
+    )
     p.set_defaults(func=cmd_bank)
 
     p = sub.add_parser("gateway", help="run the gateway (the 2PC coordinator)", epilog=EPILOG)
     _server_args(p, config.DEFAULT_GATEWAY_PORT)
-    p.add_argument("--bank", action="append", type=_bank_pair, default=[], metavar="NAME=HOST:PORT",
-                   help="a bank it coordinates (repeat; the first is where users register by default)")
-    p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S,
-                   help=f"how long to wait for both votes before aborting (default {config.PREPARE_TIMEOUT_S})")
-    p.add_argument("--token-ttl-s", type=float, default=config.TOKEN_TTL_S, help="how long a sign-in lasts")
-    p.add_argument("--idempotency-retention-s", type=float, default=config.IDEMPOTENCY_RETENTION_S,
-                   help="how long idempotency keys are kept (default 24 h)")
+    p.add_argument(
+        "--bank",
+        action="append",
+        type=_bank_pair,
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="a bank it coordinates (repeat; the first is where users register by default)",
+    )
+    p.add_argument(
+        "--prepare-timeout-s",
+        type=float,
+        default=config.PREPARE_TIMEOUT_S,
+        help="how long to wait for both votes before aborting "
+        f"(default {config.PREPARE_TIMEOUT_S})",
+    )
+    p.add_argument(
+        "--token-ttl-s", type=float, default=config.TOKEN_TTL_S, help="how long a sign-in lasts"
+    )
+    p.add_argument(
+        "--idempotency-retention-s",
+        type=float,
+        default=config.IDEMPOTENCY_RETENTION_S,
+        help="how long idempotency keys are kept (default 24 h)",
+    )
     p.add_argument("--lockout-failures", type=int, default=config.LOCKOUT_FAILURES)
     p.add_argument("--lockout-s", type=float, default=config.LOCKOUT_S)
-    p.add_argument("--advertise", help="host:port banks use to reach this gateway (default: host:port)")
-    p.add_argument("--san", action="append", default=[], help="extra host name or IP for its certificate")
+    p.add_argument(
+        "--advertise", help="host:port banks use to reach this gateway (default: host:port)"
+    )
+    p.add_argument(
+        "--san", action="append", default=[], help="extra host name or IP for its certificate"
+    )
     p.set_defaults(func=cmd_gateway)
 
-    p = sub.add_parser("client", help="the interactive client (reads commands from stdin when piped)")
-    p.add_argument("--gateway", default=f"127.0.0.1:{config.DEFAULT_GATEWAY_PORT}", help="gateway host:port")
+    p = sub.add_parser(
+        "client", help="the interactive client (reads commands from stdin when piped)"
+    )
+    p.add_argument(
+        "--gateway", default=f"127.0.0.1:{config.DEFAULT_GATEWAY_PORT}", help="gateway host:port"
+    )
     p.add_argument("--bank", default="", help="bank that register uses when none is given")
-    p.add_argument("--log", help="JSON-lines log of every call (default: <state folder>/logs/client-<pid>.jsonl)")
+    p.add_argument(
+        "--log",
+        help="JSON-lines log of every call (default: <state folder>/logs/client-<pid>.jsonl)",
+    )
     p.add_argument("--pki-dir", help="folder of the dev PKI (default: <state folder>/pki)")
-    p.add_argument("--outbox-dir", help="folder of the offline outboxes, one file per gateway and user "
-                                        "(default: <state folder>/outbox)")
+    p.add_argument(
+        "--outbox-dir",
+        help="folder of the offline outboxes, one file per gateway and user "
+        "(default: <state folder>/outbox)",
+    )
     p.set_defaults(func=cmd_client)
 
-    p = sub.add_parser("demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0")
+    p = sub.add_parser(
+        "demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0"
+    )
     p.set_defaults(func=cmd_demo)
 
     # Tools with their own option parsers: `paykit chaos --help`, `paykit bench --help`.
@@ -194,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = pki_sub.add_parser("init", help="create the CA and certificates (kept if they exist)")
     q.add_argument("--dir", help="where (default: <state folder>/pki)")
     q.add_argument("--bank", action="append", help="bank names (default: BankA, BankB)")
-    q.add_argument("--san", action="append", default=[], help="extra host name or IP for every certificate")
+    q.add_argument(
+        "--san", action="append", default=[], help="extra host name or IP for every certificate"
+    )
     q.set_defaults(func=cmd_pki)
     return parser
 

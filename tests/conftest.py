@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers: real clusters on 127.0.0.1 (port 0), real TLS, real SQLite, in tmp folders."""
+"""Shared fixtures and helpers: real clusters on 127.0.0.1 (port 0), real TLS, real SQLite, in
+tmp folders."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import os
 import pytest
 
 from paykit import LocalCluster, PaymentClient
-from paykit.chaos import GatewaySession
-from paykit.check import read_bank
-from paykit.pki import CLIENT_CN, ensure_identity
+from paykit.client.session import GatewaySession
+from paykit.lab.check import read_bank
 
 PASSWORD = "password123"
 OPENING_MINOR = 100_000  # what new_payer() opens with
@@ -52,8 +52,14 @@ def cluster(make_cluster) -> LocalCluster:
     return make_cluster()
 
 
-def signed_in(cluster: LocalCluster, username: str, account: str, opening: str = "1000", bank: str = "BankA",
-              password: str = PASSWORD) -> PaymentClient:
+def signed_in(
+    cluster: LocalCluster,
+    username: str,
+    account: str,
+    opening: str = "1000",
+    bank: str = "BankA",
+    password: str = PASSWORD,
+) -> PaymentClient:
     """A client with a freshly registered, signed-in user."""
     client = cluster.client()
     client.register(username, password, account, opening, bank)
@@ -64,13 +70,16 @@ def signed_in(cluster: LocalCluster, username: str, account: str, opening: str =
 def new_payer(cluster: LocalCluster) -> GatewaySession:
     """A fresh user at BankA; each call is one send (the client's retries are the test's)."""
     name = f"payer{next(_payers)}"
-    payer = GatewaySession(cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN))
-    payer.register(name, f"{name}-acct", OPENING_MINOR, "BankA")
-    payer.authenticate(name)
+    payer = cluster.session()
+    payer.register(name, PASSWORD, f"{name}-acct", OPENING_MINOR, "BankA")
+    payer.authenticate(name, PASSWORD)
     return payer
 
 
 def leg_states(cluster: LocalCluster, payment_id: str) -> tuple[str | None, str | None]:
-    """The states of a BankA -> BankB payment's debit and credit legs, read from the banks' files."""
-    return (read_bank("BankA", cluster.bank_db("BankA")).txn_states.get(f"{payment_id}.debit"),
-            read_bank("BankB", cluster.bank_db("BankB")).txn_states.get(f"{payment_id}.credit"))
+    """The states of a BankA -> BankB payment's debit and credit legs, read from the banks'
+    files."""
+    return (
+        read_bank("BankA", cluster.bank_db("BankA")).txn_states.get(f"{payment_id}.debit"),
+        read_bank("BankB", cluster.bank_db("BankB")).txn_states.get(f"{payment_id}.credit"),
+    )

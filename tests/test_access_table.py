@@ -10,9 +10,9 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from paykit import LocalCluster
-from paykit.interceptors import ACCESS, Access
-from paykit.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity
-from paykit.rpc import secure_channel
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.interceptors import ACCESS, Access
+from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -44,12 +44,16 @@ def test_every_rpc_in_the_descriptors_has_an_entry():
     # And no stale entry: each names a real RPC, so the table stays the list of what exists.
     stale = set(ACCESS) - descriptor_methods() - {REFLECTION_V1}
     assert not stale, f"ACCESS entries that are no RPC: {sorted(stale)}"
-    assert {ACCESS[m] for m in service_methods(pb.DESCRIPTOR.services_by_name["Bank"])} == {Access.GATEWAY}
+    assert {ACCESS[m] for m in service_methods(pb.DESCRIPTOR.services_by_name["Bank"])} == {
+        Access.GATEWAY
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(banks=("BankA",), data_dir=tmp_path_factory.mktemp("access") / "cluster").start()
+    c = LocalCluster(
+        banks=("BankA",), data_dir=tmp_path_factory.mktemp("access") / "cluster"
+    ).start()
     yield c
     c.stop()
 
@@ -80,8 +84,13 @@ def test_every_rpc_the_servers_serve_has_an_entry(cluster):
 
 def test_user_methods_need_a_token(cluster):
     # Every USER method of the Gateway, called with a client certificate and no token.
-    requests = {m.name: getattr(pb, m.input_type.name)() for m in pb.DESCRIPTOR.services_by_name["Gateway"].methods}
-    user_methods = [name for name in requests if ACCESS[f"/paykit.v1.Gateway/{name}"] is Access.USER]
+    requests = {
+        m.name: getattr(pb, m.input_type.name)()
+        for m in pb.DESCRIPTOR.services_by_name["Gateway"].methods
+    }
+    user_methods = [
+        name for name in requests if ACCESS[f"/paykit.v1.Gateway/{name}"] is Access.USER
+    ]
     assert {"GetBalance", "Pay", "SearchPayments", "GetPayment", "Logout"} <= set(user_methods)
     with channel_as(cluster, cluster.gateway_address, CLIENT_CN) as channel:
         stub = pb_grpc.GatewayStub(channel)
@@ -92,7 +101,9 @@ def test_user_methods_need_a_token(cluster):
             assert "not signed in" in caught.value.details()
 
 
-@pytest.mark.parametrize("holder, allowed", [(bank_cn("BankA"), True), (CLIENT_CN, False), (GATEWAY_CN, False)])
+@pytest.mark.parametrize(
+    "holder, allowed", [(bank_cn("BankA"), True), (CLIENT_CN, False), (GATEWAY_CN, False)]
+)
 def test_only_banks_ask_the_coordinator(cluster, holder, allowed):
     # GetDecision is BANK: a bank's certificate gets the presumed-abort answer, others are refused.
     with channel_as(cluster, cluster.gateway_address, holder) as channel:
@@ -108,8 +119,10 @@ def test_only_banks_ask_the_coordinator(cluster, holder, allowed):
 
 
 def test_the_gateway_certificate_may_call_a_bank(cluster):
-    # The positive side of GATEWAY: the same call a client is refused (test_tls) works for the gateway.
+    # The positive side of GATEWAY: the same call a client is refused (test_tls) works for the
+    # gateway.
     with channel_as(cluster, cluster.bank_address("BankA"), GATEWAY_CN) as channel:
-        reply = pb_grpc.BankStub(channel).GetBalance(pb.BankBalanceRequest(account_id="merchant-a"),
-                                                     timeout=CALL_TIMEOUT_S)
+        reply = pb_grpc.BankStub(channel).GetBalance(
+            pb.BankBalanceRequest(account_id="merchant-a"), timeout=CALL_TIMEOUT_S
+        )
     assert reply.account_id == "merchant-a"

@@ -15,11 +15,11 @@ import pytest
 from conftest import signed_in
 
 from paykit import LocalCluster, PaymentClient
-from paykit.check import total_money
-from paykit.errors import NotAuthenticated
-from paykit.pki import CLIENT_CN, ensure_identity
-from paykit.rpc import secure_channel
-from paykit.users import BAD_LOGIN, PASSWORD_MAX_LEN, USERNAME_MAX_LEN, hash_token
+from paykit.core.errors import NotAuthenticated
+from paykit.gateway.users import BAD_LOGIN, PASSWORD_MAX_LEN, USERNAME_MAX_LEN, hash_token
+from paykit.lab.check import total_money
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.pki import CLIENT_CN, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -30,15 +30,19 @@ CALL_TIMEOUT_S = 5.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(data_dir=tmp_path_factory.mktemp("auth") / "cluster", gateway_args=(
-        "--lockout-failures", str(LOCKOUT_FAILURES), "--lockout-s", str(LOCKOUT_S))).start()
+    c = LocalCluster(
+        data_dir=tmp_path_factory.mktemp("auth") / "cluster",
+        gateway_args=("--lockout-failures", str(LOCKOUT_FAILURES), "--lockout-s", str(LOCKOUT_S)),
+    ).start()
     yield c
     c.stop()
 
 
 @pytest.fixture(scope="module")
 def stub(cluster):
-    with secure_channel(cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN)) as channel:
+    with secure_channel(
+        cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN)
+    ) as channel:
         yield pb_grpc.GatewayStub(channel)
 
 
@@ -73,9 +77,12 @@ def test_gateway_database_holds_no_password_and_no_token(cluster):
     assert hash_token(token).encode() in raw
     with sqlite3.connect(f"file:{cluster.gateway_db()}?mode=ro", uri=True) as conn:
         salt, digest = conn.execute(
-            "SELECT password_salt, password_hash FROM users WHERE username = 'dbcheck'").fetchone()
+            "SELECT password_salt, password_hash FROM users WHERE username = 'dbcheck'"
+        ).fetchone()
     assert len(salt) == 16
-    assert digest == hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, maxmem=64 << 20)
+    assert digest == hashlib.scrypt(
+        password.encode(), salt=salt, n=2**14, r=8, p=1, maxmem=64 << 20
+    )
 
 
 # -- tokens ------------------------------------------------------------------------------
@@ -85,8 +92,14 @@ def test_bad_tokens_are_unauthenticated_with_a_clear_message(cluster, stub):
     password = new_password()
     client = signed_in(cluster, "tokens", "tokens-acct", password=password)
     good = client.token
-    assert stub.GetBalance(pb.GetBalanceRequest(), timeout=CALL_TIMEOUT_S,
-                           metadata=[("authorization", f"Bearer {good}")]).account_id == "tokens-acct"
+    assert (
+        stub.GetBalance(
+            pb.GetBalanceRequest(),
+            timeout=CALL_TIMEOUT_S,
+            metadata=[("authorization", f"Bearer {good}")],
+        ).account_id
+        == "tokens-acct"
+    )
     tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
     forged = "pk_" + secrets.token_urlsafe(32)
     cases = {"": "not signed in", tampered: "not recognised", forged: "not recognised"}
@@ -126,8 +139,13 @@ def test_expired_token_is_unauthenticated(make_cluster):
 
 def test_unknown_user_and_wrong_password_get_the_same_reply(cluster, stub):
     signed_in(cluster, "samereply", "samereply-acct")
-    wrong = refused(stub.Authenticate, pb.AuthenticateRequest(username="samereply", password="not-the-password"))
-    unknown = refused(stub.Authenticate, pb.AuthenticateRequest(username="nobody-here", password="not-the-password"))
+    wrong = refused(
+        stub.Authenticate, pb.AuthenticateRequest(username="samereply", password="not-the-password")
+    )
+    unknown = refused(
+        stub.Authenticate,
+        pb.AuthenticateRequest(username="nobody-here", password="not-the-password"),
+    )
     assert (wrong.code(), wrong.details()) == (unknown.code(), unknown.details())
     assert (wrong.code(), wrong.details()) == (grpc.StatusCode.UNAUTHENTICATED, BAD_LOGIN)
 
@@ -136,7 +154,9 @@ def test_lockout_after_repeated_failures_then_unlock(cluster, stub):
     password = new_password()
     signed_in(cluster, "locky", "locky-acct", password=password)
     for _ in range(LOCKOUT_FAILURES):
-        err = refused(stub.Authenticate, pb.AuthenticateRequest(username="locky", password="wrong-password"))
+        err = refused(
+            stub.Authenticate, pb.AuthenticateRequest(username="locky", password="wrong-password")
+        )
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     # Locked now: even the right password is refused, and the reply says so and for how long.
     err = refused(stub.Authenticate, pb.AuthenticateRequest(username="locky", password=password))
@@ -147,8 +167,9 @@ def test_lockout_after_repeated_failures_then_unlock(cluster, stub):
     deadline = locked_at + LOCKOUT_S + 5
     while True:
         try:
-            reply = stub.Authenticate(pb.AuthenticateRequest(username="locky", password=password),
-                                      timeout=CALL_TIMEOUT_S)
+            reply = stub.Authenticate(
+                pb.AuthenticateRequest(username="locky", password=password), timeout=CALL_TIMEOUT_S
+            )
             break
         except grpc.RpcError as exc:
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -163,12 +184,34 @@ def test_over_long_password_and_username_are_refused_quickly(cluster, stub):
     started = time.monotonic()
     err = refused(stub.Authenticate, pb.AuthenticateRequest(username="anyone", password=huge))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "too long" in err.details()
-    err = refused(stub.Register, pb.RegisterRequest(username="longpw", password=huge, account_id="longpw-acct",
-                                                    opening_balance_minor=1, bank="BankA"))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and f"at most {PASSWORD_MAX_LEN}" in err.details()
-    err = refused(stub.Register, pb.RegisterRequest(username="u" * 100_000, password="password123",
-                                                    account_id="longname-acct", opening_balance_minor=1, bank="BankA"))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and f"at most {USERNAME_MAX_LEN}" in err.details()
+    err = refused(
+        stub.Register,
+        pb.RegisterRequest(
+            username="longpw",
+            password=huge,
+            account_id="longpw-acct",
+            opening_balance_minor=1,
+            bank="BankA",
+        ),
+    )
+    assert (
+        err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and f"at most {PASSWORD_MAX_LEN}" in err.details()
+    )
+    err = refused(
+        stub.Register,
+        pb.RegisterRequest(
+            username="u" * 100_000,
+            password="password123",
+            account_id="longname-acct",
+            opening_balance_minor=1,
+            bank="BankA",
+        ),
+    )
+    assert (
+        err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and f"at most {USERNAME_MAX_LEN}" in err.details()
+    )
     assert huge not in err.details()
     # Three refusals, none of which ran scrypt on 200 kB: well under a second together.
     assert time.monotonic() - started < 1.0
@@ -176,16 +219,34 @@ def test_over_long_password_and_username_are_refused_quickly(cluster, stub):
 
 def test_look_alike_usernames_cannot_register_twice(cluster, stub):
     signed_in(cluster, "Carol", "carol-acct")
-    for look_alike in ("carol", "CAROL", "\uff23\uff41\uff52\uff4f\uff4c"):  # the last is fullwidth "Ｃａｒｏｌ"
-        err = refused(stub.Register, pb.RegisterRequest(username=look_alike, password="password123",
-                                                        account_id="carol-other", opening_balance_minor=1,
-                                                        bank="BankA"))
+    for look_alike in (
+        "carol",
+        "CAROL",
+        "\uff23\uff41\uff52\uff4f\uff4c",
+    ):  # the last is fullwidth "Ｃａｒｏｌ"
+        err = refused(
+            stub.Register,
+            pb.RegisterRequest(
+                username=look_alike,
+                password="password123",
+                account_id="carol-other",
+                opening_balance_minor=1,
+                bank="BankA",
+            ),
+        )
         assert err.code() == grpc.StatusCode.ALREADY_EXISTS, look_alike
     # The refused registrations opened no account; the look-alike signs in as the one user.
     with sqlite3.connect(f"file:{cluster.bank_db('BankA')}?mode=ro", uri=True) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM accounts WHERE account_id = 'carol-other'").fetchone()[0] == 0
-    reply = stub.Authenticate(pb.AuthenticateRequest(username="\uff23\uff41\uff52\uff4f\uff4c", password="password123"),
-                              timeout=CALL_TIMEOUT_S)
+        assert (
+            conn.execute(
+                "SELECT COUNT(*) FROM accounts WHERE account_id = 'carol-other'"
+            ).fetchone()[0]
+            == 0
+        )
+    reply = stub.Authenticate(
+        pb.AuthenticateRequest(username="\uff23\uff41\uff52\uff4f\uff4c", password="password123"),
+        timeout=CALL_TIMEOUT_S,
+    )
     assert reply.username == "carol"
 
 
@@ -203,8 +264,10 @@ def alice_and_bob(cluster):
 def test_cannot_read_another_users_balance(cluster, stub, alice_and_bob):
     alice, bob = alice_and_bob
     bobs_balance = str(balance_minor(bob))
-    for request in (pb.GetBalanceRequest(bank="BankB", account_id="bob-acct"),
-                    pb.GetBalanceRequest(account_id="bob-acct")):
+    for request in (
+        pb.GetBalanceRequest(bank="BankB", account_id="bob-acct"),
+        pb.GetBalanceRequest(account_id="bob-acct"),
+    ):
         err = refused(stub.GetBalance, request, alice.token)
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "own balance" in err.details()
         assert bobs_balance not in err.details()  # no figure leaks
@@ -218,7 +281,9 @@ def test_cannot_search_another_users_history(cluster, stub, alice_and_bob):
     # Nor fetch one of bob's payments by id (alice is neither payer nor payee of this one).
     bobs = bob.search()[0]
     carol_pay = bob.pay("BankA", "bank123", "1")
-    err = refused(stub.GetPayment, pb.GetPaymentRequest(payment_id=carol_pay.payment_id), alice.token)
+    err = refused(
+        stub.GetPayment, pb.GetPaymentRequest(payment_id=carol_pay.payment_id), alice.token
+    )
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert bobs.to_account == "alice-acct"  # she may see the one she received
     assert alice.get_payment(bobs.payment_id).amount_minor == 700
@@ -226,13 +291,30 @@ def test_cannot_search_another_users_history(cluster, stub, alice_and_bob):
 
 def test_cannot_pay_from_another_users_account(cluster, stub, alice_and_bob):
     alice, bob = alice_and_bob
-    before = (balance_minor(alice), balance_minor(bob), total_money(cluster), len(bob.search()), len(alice.search()))
-    request = pb.PayRequest(idempotency_key="5f0e8c1a-0000-4000-8000-000000000001", to_bank="BankA",
-                            to_account="alice-acct", amount_minor=100, from_account="bob-acct")
+    before = (
+        balance_minor(alice),
+        balance_minor(bob),
+        total_money(cluster),
+        len(bob.search()),
+        len(alice.search()),
+    )
+    request = pb.PayRequest(
+        idempotency_key="5f0e8c1a-0000-4000-8000-000000000001",
+        to_bank="BankA",
+        to_account="alice-acct",
+        amount_minor=100,
+        from_account="bob-acct",
+    )
     err = refused(stub.Pay, request, alice.token)
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "your own account" in err.details()
     # Nothing changed: balances, the money in the system, either user's history.
-    after = (balance_minor(alice), balance_minor(bob), total_money(cluster), len(bob.search()), len(alice.search()))
+    after = (
+        balance_minor(alice),
+        balance_minor(bob),
+        total_money(cluster),
+        len(bob.search()),
+        len(alice.search()),
+    )
     assert after == before
     # And the refused key was not consumed: alice may use it for a payment of her own.
     assert alice.pay("BankB", "bob-acct", amount_minor=100, key=request.idempotency_key).succeeded

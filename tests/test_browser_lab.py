@@ -1,6 +1,8 @@
-"""The payment form in a real browser: JupyterLab on a copy of lessons/, headless Chromium driven by Playwright.
+"""The payment form in a real browser: JupyterLab on a copy of lessons/, headless Chromium driven
+by Playwright.
 
-Opens lesson 8, runs it up to the form, fills the form, clicks Pay and waits for the success message.
+Opens lesson 8, runs it up to the form, fills the form, clicks Pay and waits for the success
+message.
 Needs the Debian package `chromium` (/usr/bin/chromium) and the `playwright` Python package (no
 `playwright install`: the system browser is used). Without them the test is skipped, saying why.
 """
@@ -22,11 +24,18 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from paykit.lessons import wait_until
+from paykit.lab.lessons import wait_until
 
 CHROMIUM = Path(os.environ.get("PAYKIT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 LESSON = "08_payment_form.ipynb"
 LAB_READY_S = 60.0
@@ -46,23 +55,39 @@ def form_cell_index() -> int:
 
 @pytest.fixture
 def lab(tmp_path):
-    """JupyterLab serving a copy of lessons/ on a free port with a token; yields (base url, token)."""
+    """JupyterLab serving a copy of lessons/ on a free port with a token; yields (base url,
+    token)."""
     root = tmp_path / "lessons"
     shutil.copytree(LESSONS, root, ignore=shutil.ignore_patterns(".paykit", ".ipynb_checkpoints"))
     port, token = free_port(), secrets.token_hex(16)
     log = open(tmp_path / "lab.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", *(["--allow-root"] if os.geteuid() == 0 else [])],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=root,
         env={**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config")},
     )
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"jupyter lab exited:\n{(tmp_path / 'lab.log').read_text()[-3000:]}")
+            raise AssertionError(
+                f"jupyter lab exited:\n{(tmp_path / 'lab.log').read_text()[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as reply:
                 return reply.status == 200
@@ -74,7 +99,9 @@ def lab(tmp_path):
         yield base, token
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server, and with it the kernel and the lesson's cluster
+            os.killpg(
+                proc.pid, signal.SIGTERM
+            )  # the server, and with it the kernel and the lesson's cluster
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -85,10 +112,14 @@ def lab(tmp_path):
 
 @pytest.fixture
 def playwright_api():
-    """Playwright's sync API, or a skip that says what is missing (checked before JupyterLab starts)."""
+    """Playwright's sync API, or a skip that says what is missing (checked before JupyterLab
+    starts)."""
     if not CHROMIUM.exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM}: install the Debian package `chromium` (apt-get install "
-                    "chromium) to run the browser test")
+        pytest.skip(
+            f"Chromium not found at {CHROMIUM}: install the Debian package `chromium` (apt-get "
+            "install "
+            "chromium) to run the browser test"
+        )
     try:
         from playwright import sync_api
     except ImportError:
@@ -101,18 +132,26 @@ def test_pay_with_the_form_in_jupyterlab(playwright_api, lab, tmp_path):
     base, token = lab
     expect.set_options(timeout=UI_TIMEOUT_MS)  # assertions have their own timeout (5 s by default)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page()
             page.set_default_timeout(UI_TIMEOUT_MS)
             page.goto(f"{base}/lab/tree/{LESSON}?token={token}")
-            after_form = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(form_cell_index() + 1)
+            after_form = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(
+                form_cell_index() + 1
+            )
             expect(after_form).to_be_visible()
-            # Select the cell after the form, then Run ▸ Run All Above Selected Cell (the cells after the
+            # Select the cell after the form, then Run ▸ Run All Above Selected Cell (the cells
+            # after the
             # form drive it from code and stop the cluster; here a person uses the form).
-            # JupyterLab may still be settling (kernel starting, first cell made active): click until the
+            # JupyterLab may still be settling (kernel starting, first cell made active): click
+            # until the
             # kernel is idle and our cell is the active one.
-            expect(page.locator("#jp-main-statusbar")).to_contain_text(re.compile(r"Python 3.*Idle"))
+            expect(page.locator("#jp-main-statusbar")).to_contain_text(
+                re.compile(r"Python 3.*Idle")
+            )
             after_form.locator(".jp-InputPrompt").click()
             expect(after_form).to_have_class(re.compile(r"\bjp-mod-active\b"))
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -124,10 +163,14 @@ def test_pay_with_the_form_in_jupyterlab(playwright_api, lab, tmp_path):
             recipient.fill("recipient123")
             page.locator(".paykit-form-amount input").fill("12.50")
             page.locator("button.paykit-form-pay-button").click()
-            expect(page.locator(".paykit-form-ok")).to_contain_text("Payment succeeded: 12.50 to BankB/recipient123")
+            expect(page.locator(".paykit-form-ok")).to_contain_text(
+                "Payment succeeded: 12.50 to BankB/recipient123"
+            )
             expect(page.locator(".paykit-form-balance")).to_contain_text("987.50")
         except Exception:
-            page.screenshot(path=str(tmp_path / "lab-failure.png"))  # what the browser showed, for the report
+            page.screenshot(
+                path=str(tmp_path / "lab-failure.png")
+            )  # what the browser showed, for the report
             raise
         finally:
             browser.close()

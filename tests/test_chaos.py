@@ -1,7 +1,8 @@
 """The short chaos profile, in `make test`: faults on a seeded schedule, then every invariant.
 
-Two runs of about 10 s each (6 s of faults): kills and pauses with failpoints off (the gateway sends both Commits
-at once, as in production), and crashes at random 2PC failpoints (Commits one after the other).
+Two runs of about 10 s each (6 s of faults): kills and pauses with failpoints off (the gateway
+sends both Commits at once, as in production), and crashes at random 2PC failpoints (Commits one
+after the other).
 The longer profile is `paykit chaos --profile long` (see docs/correctness.md).
 """
 
@@ -9,15 +10,26 @@ from __future__ import annotations
 
 import pytest
 
-from paykit import chaos
+from paykit.lab import chaos
 
 
-@pytest.mark.parametrize(("seed", "faults"), [(11, ("kill", "pause")), (12, ("failpoint", "kill"))],
-                         ids=["kill-pause", "failpoint-kill"])
+@pytest.mark.parametrize(
+    ("seed", "faults"),
+    [(11, ("kill", "pause")), (12, ("failpoint", "kill"))],
+    ids=["kill-pause", "failpoint-kill"],
+)
 def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
     lines: list[str] = []
-    report = chaos.run_chaos(seed=seed, duration_s=6.0, faults=faults, fault_every_s=1.2, payers=3,
-                             accounts=6, data_dir=tmp_path / "cluster", progress=lines.append)
+    report = chaos.run_chaos(
+        seed=seed,
+        duration_s=6.0,
+        faults=faults,
+        fault_every_s=1.2,
+        payers=3,
+        accounts=6,
+        data_dir=tmp_path / "cluster",
+        progress=lines.append,
+    )
     summary = report.summary()
     assert report.ok, summary
     # It really ran: payments were made and told, faults struck, and the report says so.
@@ -25,9 +37,21 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
     assert outcomes[chaos.SUCCEEDED] >= 20, summary
     assert len([f for f in report.faults if f.kind != "failpoint-missed"]) >= 2, summary
     assert f"seed {seed}" in summary and "PASS" in summary
-    assert all(name in report.invariants.results for name in (
-        "money conserved", "no negative", "ledger matches", "nothing in doubt", "agreement", "applied once",
-        "books match payments", "one payment per key", "client view", "uncertain resolved"))
+    assert all(
+        name in report.invariants.results
+        for name in (
+            "money conserved",
+            "no negative",
+            "ledger matches",
+            "nothing in doubt",
+            "agreement",
+            "applied once",
+            "books match payments",
+            "one payment per key",
+            "client view",
+            "uncertain resolved",
+        )
+    )
     # Every uncertain payment was resolved through its key.
     assert report.resolutions()["unresolved"] == 0
     # The time series for the lessons' charts: one sample a second, completed payments never

@@ -1,4 +1,5 @@
-"""paykit.db's group commit: writers share commits, yet each write is atomic and durable on its own.
+"""paykit.core.db's group commit: writers share commits, yet each write is atomic and durable on its
+own.
 
 Real SQLite files in a tmp folder; threads stand in for a server's concurrent calls.
 """
@@ -10,7 +11,7 @@ import threading
 
 import pytest
 
-from paykit.db import Database
+from paykit.core.db import Database
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);"
 THREADS, WRITES = 12, 60

@@ -1,4 +1,5 @@
-"""The one error hierarchy: every class maps to a gRPC status and back to itself, over a real call."""
+"""The one error hierarchy: every class maps to a gRPC status and back to itself, over a real
+call."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -6,8 +7,8 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
-from paykit.errors import ERROR_CLASSES, PaykitError, from_reason
-from paykit.rpc import abort, from_rpc_error
+from paykit.core.errors import CLIENT_ONLY, ERROR_CLASSES, WIRE_CLASSES, PaykitError, from_reason
+from paykit.rpc.status import abort, from_rpc_error
 
 BY_NAME = {cls.__name__: cls for cls in ERROR_CLASSES}
 
@@ -20,8 +21,9 @@ def raising_channel():
         cls = BY_NAME[request.decode()]
         abort(context, cls("something went wrong", metadata={"field": "amount_minor"}))
 
-    handler = grpc.method_handlers_generic_handler("test.Errors", {
-        "Raise": grpc.unary_unary_rpc_method_handler(raise_named)})
+    handler = grpc.method_handlers_generic_handler(
+        "test.Errors", {"Raise": grpc.unary_unary_rpc_method_handler(raise_named)}
+    )
     server = grpc.server(ThreadPoolExecutor(2), handlers=[handler])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -31,7 +33,7 @@ def raising_channel():
     server.stop(0)
 
 
-@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", WIRE_CLASSES, ids=lambda c: c.__name__)
 def test_every_error_round_trips_through_a_grpc_status(raising_channel, cls):
     with pytest.raises(grpc.RpcError) as info:
         raising_channel(cls.__name__.encode(), timeout=5)
@@ -42,6 +44,16 @@ def test_every_error_round_trips_through_a_grpc_status(raising_channel, cls):
     assert type(back) is cls
     assert back.message == "something went wrong"
     assert back.metadata["field"] == "amount_minor"
+
+
+@pytest.mark.parametrize("cls", CLIENT_ONLY, ids=lambda c: c.__name__)
+def test_a_server_cannot_raise_a_client_only_error(raising_channel, cls):
+    # ConnectFailed says "never sent" and TLSFailure "never retry": only the client may conclude
+    # that.
+    with pytest.raises(grpc.RpcError) as info:
+        raising_channel(cls.__name__.encode(), timeout=5)
+    back = from_rpc_error(info.value)
+    assert type(back) not in CLIENT_ONLY and back.code == cls.code
 
 
 def test_reasons_are_unique_and_stable():

@@ -18,13 +18,13 @@ import pytest
 from conftest import OPENING_MINOR, leg_states, new_payer
 
 from paykit import LocalCluster
-from paykit.chaos import GatewaySession
-from paykit.check import check_invariants, read_bank, read_gateway, total_money
-from paykit.errors import InProgress, PaykitError, Unavailable
-from paykit.failpoints import FAILPOINTS
-from paykit.lessons import wait_until
-from paykit.pki import bank_cn, ensure_identity
-from paykit.rpc import secure_channel
+from paykit.client.session import GatewaySession
+from paykit.core.errors import InProgress, PaykitError, Unavailable
+from paykit.core.failpoints import FAILPOINTS
+from paykit.lab.check import check_invariants, read_bank, read_gateway, total_money
+from paykit.lab.lessons import wait_until
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.pki import bank_cn, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -36,7 +36,11 @@ SETTLE_TIMEOUT_S = 20.0
 # depending on whether the YES reply got out before the process died).
 CASES = [
     ("bank.after_hold_before_commit", "BankA", "failed"),  # the hold rolled back with the process
-    ("bank.after_vote_yes_before_reply", "BankA", "failed"),  # YES on disk, never heard: timeout/abort
+    (
+        "bank.after_vote_yes_before_reply",
+        "BankA",
+        "failed",
+    ),  # YES on disk, never heard: timeout/abort
     ("bank.after_reply_yes", "BankB", None),
     ("bank.after_commit_before_ack", "BankA", "succeeded"),  # the resent Commit is a no-op
     ("gateway.before_decision", "gateway", "failed"),  # recovery aborts the undecided payment
@@ -49,8 +53,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> LocalCluster:
-    cluster = LocalCluster(failpoints=True, prepare_timeout_s=3.0,
-                           data_dir=tmp_path_factory.mktemp("failpoints")).start()
+    cluster = LocalCluster(
+        failpoints=True, prepare_timeout_s=3.0, data_dir=tmp_path_factory.mktemp("failpoints")
+    ).start()
     yield cluster
     cluster.stop()
 
@@ -177,7 +182,11 @@ def test_a_bank_that_voted_yes_keeps_its_hold_until_the_gateway_decides(fc, acti
     paying = threading.Thread(target=lambda: outcome.append(_pay_or_error(payer, key)), daemon=True)
     paying.start()
     record = wait_until(lambda: payment_for(fc, key), 10.0, what="the payment row")
-    wait_until(lambda: leg_states(fc, record.payment_id) == ("prepared", "prepared"), 10.0, what="both YES votes")
+    wait_until(
+        lambda: leg_states(fc, record.payment_id) == ("prepared", "prepared"),
+        10.0,
+        what="both YES votes",
+    )
     if action == "crash":
         fc.wait_dead("gateway")
     # The payer's bank restarts too: its YES is on disk, so it must keep the hold across it.
@@ -210,25 +219,39 @@ def test_a_bank_asking_while_votes_are_collected_hears_pending_not_abort(fc):
     with secure_channel(fc.gateway_address, tls) as channel:
         coordinator = pb_grpc.CoordinatorStub(channel)
         # Presumed abort: a transaction the coordinator never heard of is aborted.
-        unknown = coordinator.GetDecision(pb.GetDecisionRequest(txn_id=f"{uuid.uuid4().hex}.debit"), timeout=5)
+        unknown = coordinator.GetDecision(
+            pb.GetDecisionRequest(txn_id=f"{uuid.uuid4().hex}.debit"), timeout=5
+        )
         assert unknown.decision == pb.DECISION_ABORT
         fc.pause("BankB")  # the payee's bank hangs: the gateway waits for its vote (3 s timeout)
         try:
             outcome: list = []
-            paying = threading.Thread(target=lambda: outcome.append(_pay_or_error(payer, key)), daemon=True)
+            paying = threading.Thread(
+                target=lambda: outcome.append(_pay_or_error(payer, key)), daemon=True
+            )
             paying.start()
             record = wait_until(lambda: payment_for(fc, key), 10.0, what="the payment row")
-            wait_until(lambda: leg_states(fc, record.payment_id)[0] == "prepared", 10.0, what="BankA's YES")
+            wait_until(
+                lambda: leg_states(fc, record.payment_id)[0] == "prepared", 10.0, what="BankA's YES"
+            )
             # BankA voted YES and asks: the gateway is still collecting votes, so PENDING.
-            asked = coordinator.GetDecision(pb.GetDecisionRequest(txn_id=f"{record.payment_id}.debit"), timeout=5)
+            asked = coordinator.GetDecision(
+                pb.GetDecisionRequest(txn_id=f"{record.payment_id}.debit"), timeout=5
+            )
             assert asked.decision == pb.DECISION_PENDING
             assert payment_for(fc, key).decision is None
             paying.join(timeout=30)
         finally:
             fc.resume("BankB")
         # The timeout decided ABORT; from now on that is the answer, to everyone.
-        assert outcome and outcome[0].status == pb.PAYMENT_STATUS_FAILED and outcome[0].failure_reason == "BANK_TIMEOUT"
-        asked = coordinator.GetDecision(pb.GetDecisionRequest(txn_id=f"{record.payment_id}.debit"), timeout=5)
+        assert (
+            outcome
+            and outcome[0].status == pb.PAYMENT_STATUS_FAILED
+            and outcome[0].failure_reason == "BANK_TIMEOUT"
+        )
+        asked = coordinator.GetDecision(
+            pb.GetDecisionRequest(txn_id=f"{record.payment_id}.debit"), timeout=5
+        )
         assert asked.decision == pb.DECISION_ABORT
     wait_settled(fc)
     assert total_money(fc) == money_before
@@ -240,4 +263,3 @@ def _pay_or_error(payer: GatewaySession, key: str):
         return pay(payer, key)
     except PaykitError as err:
         return err
-

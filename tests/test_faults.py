@@ -7,11 +7,11 @@ import time
 import pytest
 from conftest import PASSWORD, signed_in
 
-from paykit.check import check_invariants, read_bank, total_money
-from paykit.errors import AlreadyExists
-from paykit.lessons import wait_until
-from paykit.pki import GATEWAY_CN, bank_cn, ensure_identity
-from paykit.rpc import secure_channel
+from paykit.core.errors import AlreadyExists
+from paykit.lab.check import check_invariants, read_bank, total_money
+from paykit.lab.lessons import wait_until
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.pki import GATEWAY_CN, bank_cn, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -19,7 +19,9 @@ from paykit.v1 import payment_pb2_grpc as pb_grpc
 def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluster):
     cluster = make_cluster(prepare_timeout_s=1.0)
     alice = signed_in(cluster, "alice", "alice-acct", "100", "BankA")
-    assert alice.pay("BankB", "recipient123", "1").status == "succeeded"  # the gateway's channel to BankB is up
+    assert (
+        alice.pay("BankB", "recipient123", "1").status == "succeeded"
+    )  # the gateway's channel to BankB is up
     money_before = total_money(cluster)
     cluster.pause("BankB")  # SIGSTOP: BankB hangs without dying, past --prepare-timeout-s
     try:
@@ -35,7 +37,9 @@ def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluste
     assert total_money(cluster) == money_before
     # After BankB resumes, the Abort reaches it (the late Prepare, if any, is aborted too) and
     # BankA's hold is released: nothing in doubt anywhere.
-    wait_until(lambda: check_invariants(cluster).ok, 15.0, what="no holds and agreement after resume")
+    wait_until(
+        lambda: check_invariants(cluster).ok, 15.0, what="no holds and agreement after resume"
+    )
     assert alice.balance().available_minor == 9900
     assert read_bank("BankB", cluster.bank_db("BankB")).balances["recipient123"] == 50100
 
@@ -94,11 +98,19 @@ def test_a_bank_killed_with_sigkill_keeps_every_balance_and_committed_payment(cl
 def test_a_registration_cut_short_after_the_bank_opened_the_account_completes_on_retry(cluster):
     # What the gateway leaves behind if it dies (or loses the reply) right after OpenAccount:
     # the account exists at the bank, opened for "carol", and the gateway has no user carol.
-    as_gateway = pb_grpc.BankStub(secure_channel(cluster.bank_address("BankA"),
-                                                 ensure_identity(cluster.pki_dir, GATEWAY_CN),
-                                                 server_name=bank_cn("BankA")))
-    as_gateway.OpenAccount(pb.OpenAccountRequest(account_id="carol-acct", opening_balance_minor=25_00,
-                                                 opened_for="carol"), timeout=5)
+    as_gateway = pb_grpc.BankStub(
+        secure_channel(
+            cluster.bank_address("BankA"),
+            ensure_identity(cluster.pki_dir, GATEWAY_CN),
+            server_name=bank_cn("BankA"),
+        )
+    )
+    as_gateway.OpenAccount(
+        pb.OpenAccountRequest(
+            account_id="carol-acct", opening_balance_minor=25_00, opened_for="carol"
+        ),
+        timeout=5,
+    )
     money_before = total_money(cluster)
     # Somebody else cannot take that account over...
     with pytest.raises(AlreadyExists):

@@ -1,4 +1,5 @@
-"""The standard gRPC health and reflection services, on every server, over mutual TLS, without a token.
+"""The standard gRPC health and reflection services, on every server, over mutual TLS, without
+a token.
 
 They are what grpcurl, Evans, Postman and load balancers use: health says whether a
 server has finished recovery; reflection hands out the service definitions, so a tool
@@ -11,15 +12,20 @@ import grpc
 import pytest
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
-from paykit.cluster import GATEWAY, LocalCluster
-from paykit.pki import CLIENT_CN, ensure_identity
-from paykit.rpc import secure_channel
+from paykit.lab.cluster import GATEWAY, LocalCluster
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.pki import CLIENT_CN, ensure_identity
 
 # What each kind of server serves, besides health and reflection.
-SERVICES = {GATEWAY: ("paykit.v1.Gateway", "paykit.v1.Coordinator"), "BankA": ("paykit.v1.Bank",),
-            "BankB": ("paykit.v1.Bank",)}
+SERVICES = {
+    GATEWAY: ("paykit.v1.Gateway", "paykit.v1.Coordinator"),
+    "BankA": ("paykit.v1.Bank",),
+    "BankB": ("paykit.v1.Bank",),
+}
 HEALTH, REFLECTION = "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"
 
 
@@ -53,7 +59,8 @@ def test_every_server_reports_serving_for_itself_and_each_service(channels, serv
 def test_health_of_a_service_the_server_does_not_host_is_not_found(channels):
     with pytest.raises(grpc.RpcError) as caught:
         health_pb2_grpc.HealthStub(channels["BankA"]).Check(
-            health_pb2.HealthCheckRequest(service="paykit.v1.Gateway"), timeout=5)
+            health_pb2.HealthCheckRequest(service="paykit.v1.Gateway"), timeout=5
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

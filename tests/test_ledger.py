@@ -4,8 +4,9 @@ import sqlite3
 
 import pytest
 
-from paykit.errors import AlreadyExists, InvalidAmount, InvalidInput, UnknownAccount
-from paykit.ledger import DEBIT, Ledger
+from paykit.bank.ledger import Ledger
+from paykit.core.errors import AlreadyExists, InvalidAmount, InvalidInput, UnknownAccount
+from paykit.core.twopc import DEBIT
 
 
 @pytest.fixture
@@ -31,8 +32,11 @@ def test_opening_an_account_twice_or_badly_changes_nothing(tmp_path):
     ledger = Ledger(tmp_path / "BankA.db", bank="BankA")
     ledger.open_account("acct", 100)
     for bad, error in (
-        (("acct", 5), AlreadyExists), (("", 5), InvalidInput), (("has space", 5), InvalidInput),
-        (("x" * 65, 5), InvalidInput), (("neg", -1), InvalidAmount),
+        (("acct", 5), AlreadyExists),
+        (("", 5), InvalidInput),
+        (("has space", 5), InvalidInput),
+        (("x" * 65, 5), InvalidInput),
+        (("neg", -1), InvalidAmount),
     ):
         with pytest.raises(error):
             ledger.open_account(*bad)
@@ -45,16 +49,23 @@ def test_opening_an_account_twice_or_badly_changes_nothing(tmp_path):
 def test_only_the_same_registration_may_open_an_account_again(tmp_path):
     ledger = Ledger(tmp_path / "BankA.db", bank="BankA")
     assert ledger.open_account("acct", 100, opened_for="alice") is True
-    assert ledger.open_account("acct", 100, opened_for="alice") is False  # a retry: nothing opened twice
+    assert (
+        ledger.open_account("acct", 100, opened_for="alice") is False
+    )  # a retry: nothing opened twice
     for other in (("acct", 100, "mallory"), ("acct", 100, ""), ("acct", 999, "alice")):
         with pytest.raises(AlreadyExists):
             ledger.open_account(*other)
-    ledger.open_account("seeded", 50)  # opened for nobody (the seed file): never "retried" by anyone
+    ledger.open_account(
+        "seeded", 50
+    )  # opened for nobody (the seed file): never "retried" by anyone
     with pytest.raises(AlreadyExists):
         ledger.open_account("seeded", 50, opened_for="alice")
     assert ledger.balance("acct").balance_minor == 100
     with sqlite3.connect(tmp_path / "BankA.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM entries WHERE account_id = 'acct'").fetchone()[0] == 1
+        assert (
+            conn.execute("SELECT COUNT(*) FROM entries WHERE account_id = 'acct'").fetchone()[0]
+            == 1
+        )
 
 
 def test_the_database_is_durable_by_configuration(tmp_path):

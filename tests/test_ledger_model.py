@@ -15,10 +15,18 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+)
 
-from paykit.errors import ProtocolViolation
-from paykit.ledger import ABORTED, COMMITTED, CREDIT, DEBIT, PREPARED, Ledger
+from paykit.bank.ledger import ABORTED, COMMITTED, PREPARED, Ledger
+from paykit.core.errors import ProtocolViolation
+from paykit.core.twopc import CREDIT, DEBIT
 
 ACCOUNTS = ("acct-a", "acct-b", "acct-c")
 OPENING_MINOR = {"acct-a": 5_000, "acct-b": 0, "acct-c": 300}
@@ -70,7 +78,9 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(target=prepared, account=st.sampled_from(ACCOUNTS), amount=amounts)
     def prepare_credit(self, account: str, amount: int) -> str:
         txn = self._new_id()
-        assert self.ledger.prepare(txn, CREDIT, account, amount, "gw:1").yes  # a credit is not spendable yet
+        assert self.ledger.prepare(
+            txn, CREDIT, account, amount, "gw:1"
+        ).yes  # a credit is not spendable yet
         self.state[txn] = PREPARED
         self.txns[txn] = (CREDIT, account, amount)
         return txn
@@ -157,7 +167,9 @@ class LedgerModel(RuleBasedStateMachine):
     def books_match_model(self) -> None:
         for account in ACCOUNTS:
             b = self.ledger.balance(account)
-            assert (b.balance_minor, b.held_minor) == (self.balance[account], self.held[account]), account
+            assert (b.balance_minor, b.held_minor) == (self.balance[account], self.held[account]), (
+                account
+            )
             assert b.balance_minor >= 0 and b.available_minor >= 0
 
     @invariant()
@@ -169,9 +181,14 @@ class LedgerModel(RuleBasedStateMachine):
     def ledger_sums_to_balance(self) -> None:
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
-            sums = dict(conn.execute("SELECT account_id, SUM(delta_minor) FROM entries GROUP BY account_id"))
-            captured = dict(conn.execute("SELECT txn_id, COUNT(*) FROM entries WHERE txn_id IS NOT NULL "
-                                         "GROUP BY txn_id"))
+            sums = dict(
+                conn.execute("SELECT account_id, SUM(delta_minor) FROM entries GROUP BY account_id")
+            )
+            captured = dict(
+                conn.execute(
+                    "SELECT txn_id, COUNT(*) FROM entries WHERE txn_id IS NOT NULL GROUP BY txn_id"
+                )
+            )
         finally:
             conn.close()
         assert sums == self.balance
@@ -180,6 +197,9 @@ class LedgerModel(RuleBasedStateMachine):
 
 
 LedgerModel.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 TestLedgerModel = LedgerModel.TestCase

@@ -1,12 +1,13 @@
-"""paykit.lessons and paykit.lesson_charts: the exercise checks, polling, and the helpers the lessons lean on."""
+"""paykit.lab.lessons and paykit.lab.charts: the exercise checks, polling, and the helpers the
+lessons lean on."""
 
 from __future__ import annotations
 
 import matplotlib
 import pytest
 
-from paykit import lesson_charts as charts
-from paykit.lessons import (
+from paykit.lab import charts as charts
+from paykit.lab.lessons import (
     check_answer,
     in_doubt,
     make_traffic,
@@ -17,7 +18,7 @@ from paykit.lessons import (
     servers_running_under,
     wait_until,
 )
-from paykit.logs import read_logs
+from paykit.lab.logs import read_logs
 
 matplotlib.use("Agg")
 
@@ -47,7 +48,12 @@ def test_cluster_helpers(cluster):
     counts = make_traffic(cluster, payments=5)
     assert counts == {"succeeded": 4, "failed": 1, "errors": 1, "retried": 1}
     df = read_logs(cluster)
-    for chart in (charts.latency_by_method, charts.codes_over_time, charts.retries, charts.twopc_outcomes):
+    for chart in (
+        charts.latency_by_method,
+        charts.codes_over_time,
+        charts.retries,
+        charts.twopc_outcomes,
+    ):
         ax = chart(df)
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), chart.__name__
     pids = [int(p) for p in table.pid]

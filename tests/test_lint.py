@@ -1,4 +1,4 @@
-"""The code stays ruff-clean (the rules are in pyproject.toml), so style never drifts unnoticed."""
+"""The code stays ruff-clean and ruff-formatted (rules in pyproject.toml), so style never drifts."""
 
 import subprocess
 import sys
@@ -7,7 +7,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
 def test_ruff_is_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "paykit", "tests"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = ruff("check", "paykit", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied():
+    result = ruff("format", "--check", "paykit", "tests")
+    assert result.returncode == 0, "run `ruff format paykit tests`:\n" + result.stdout

@@ -1,5 +1,6 @@
 """The monitoring logs after a full scenario: every call of every process logged with its fields,
-retries visible as attempt 2, 3, ..., 2PC steps as events, and no password, token or key anywhere."""
+retries visible as attempt 2, 3, ..., 2PC steps as events, and no password, token or key
+anywhere."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from paykit import LocalCluster, PaymentClient
-from paykit.errors import NotAuthenticated, PaykitError, Unavailable
-from paykit.pki import CLIENT_CN, ensure_identity
+from paykit.core.errors import NotAuthenticated, PaykitError, Unavailable
+from paykit.rpc.pki import CLIENT_CN, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 
 RPC_FIELDS = ("ts", "service", "method", "peer", "code", "latency_ms")
@@ -27,16 +28,25 @@ def events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
-def pay_request(key: str, amount_minor: int, to_bank: str = "BankB", to_account: str = "bob-acct") -> pb.PayRequest:
-    return pb.PayRequest(idempotency_key=key, to_bank=to_bank, to_account=to_account, amount_minor=amount_minor)
+def pay_request(
+    key: str, amount_minor: int, to_bank: str = "BankB", to_account: str = "bob-acct"
+) -> pb.PayRequest:
+    return pb.PayRequest(
+        idempotency_key=key, to_bank=to_bank, to_account=to_account, amount_minor=amount_minor
+    )
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
-    """Runs register, sign-in, payments, failures and retries; yields what the test needs to look for."""
+    """Runs register, sign-in, payments, failures and retries; yields what the test needs to look
+    for."""
     cluster = LocalCluster(data_dir=tmp_path_factory.mktemp("logging") / "cluster").start()
-    secrets_used = {"alice_pw": "alice-" + secrets.token_hex(8), "bob_pw": "bob-" + secrets.token_hex(8),
-                    "wrong_pw": "wrong-" + secrets.token_hex(8), "forged": "pk_" + secrets.token_urlsafe(32)}
+    secrets_used = {
+        "alice_pw": "alice-" + secrets.token_hex(8),
+        "bob_pw": "bob-" + secrets.token_hex(8),
+        "wrong_pw": "wrong-" + secrets.token_hex(8),
+        "forged": "pk_" + secrets.token_urlsafe(32),
+    }
     facts: dict = {"cluster": cluster, "secrets": secrets_used}
     try:
         alice, bob = cluster.client(), cluster.client()
@@ -47,19 +57,25 @@ def scenario(tmp_path_factory):
         secrets_used["alice_token"] = alice.authenticate("alice", secrets_used["alice_pw"]).token
         secrets_used["bob_token"] = bob.authenticate("bob", secrets_used["bob_pw"]).token
         facts["paid"] = alice.pay("BankB", "bob-acct", "10")  # succeeds
-        facts["declined"] = alice.pay("BankB", "bob-acct", "5000")  # insufficient funds: a failed payment
+        facts["declined"] = alice.pay(
+            "BankB", "bob-acct", "5000"
+        )  # insufficient funds: a failed payment
         with pytest.raises(PaykitError):
             alice.pay("BankZ", "bob-acct", "1")  # unknown bank: an error status
         bob.pay("BankA", "alice-acct", "2")
         # A retry by hand: the same request, key and request id, sent as attempt 1 then attempt 2.
         key, request_id = str(uuid.uuid4()), uuid.uuid4().hex
         for attempt in (1, 2):
-            alice._call("Pay", pay_request(key, 300), attempt=attempt, request_id=request_id, key=key)
+            alice.session.call(
+                "Pay", pay_request(key, 300), attempt=attempt, request_id=request_id, key=key
+            )
         facts["manual_retry"] = (key, request_id)
-        # A real retry: the gateway hangs (SIGSTOP) so attempt 1 times out; it resumes and a later attempt lands.
+        # A real retry: the gateway hangs (SIGSTOP) so attempt 1 times out; it resumes and a later
+        # attempt lands.
         impatient = cluster.client(timeout_s=0.5)
         impatient.token = secrets_used["alice_token"]
-        impatient.balance()  # connected first, so the hang shows as a deadline, not a failed handshake
+        # connected first, so the hang shows as a deadline, not a failed handshake
+        impatient.balance()
         cluster.pause("gateway")
         threading.Timer(1.0, cluster.resume, args=("gateway",)).start()
         facts["real_retry"] = impatient.balance()
@@ -77,7 +93,11 @@ def scenario(tmp_path_factory):
 
 def all_log_files(cluster: LocalCluster) -> list[Path]:
     """Every file a process wrote that is not a database or the PKI: JSON logs, stdout, stderr."""
-    return [p for p in cluster.data_dir.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".out", ".stderr")]
+    return [
+        p
+        for p in cluster.data_dir.rglob("*")
+        if p.is_file() and p.suffix in (".jsonl", ".out", ".stderr")
+    ]
 
 
 def gateway_log(cluster: LocalCluster) -> Path:
@@ -95,8 +115,15 @@ def client_events(cluster: LocalCluster) -> list[dict]:
 def test_no_password_token_or_private_key_in_any_log(scenario):
     cluster = scenario["cluster"]
     files = all_log_files(scenario["cluster"])
-    assert {p.name for p in files} >= {"gateway.jsonl", "BankA.jsonl", "BankB.jsonl", "gateway.stderr"}
-    assert len([p for p in files if p.parent.name == "clients"]) == 3  # alice, bob, the impatient one
+    assert {p.name for p in files} >= {
+        "gateway.jsonl",
+        "BankA.jsonl",
+        "BankB.jsonl",
+        "gateway.stderr",
+    }
+    assert (
+        len([p for p in files if p.parent.name == "clients"]) == 3
+    )  # alice, bob, the impatient one
     text = "\n".join(p.read_text(errors="replace") for p in files)
     assert '"rpc.client"' in text and '"rpc"' in text  # we are looking at the real logs
     for name, secret in scenario["secrets"].items():
@@ -106,7 +133,11 @@ def test_no_password_token_or_private_key_in_any_log(scenario):
     key_files = sorted(cluster.pki_dir.glob("*.key"))
     assert len(key_files) >= 4  # CA, gateway, client, two banks
     for key_file in key_files:
-        body_lines = [line for line in key_file.read_text().splitlines() if line and not line.startswith("-----")]
+        body_lines = [
+            line
+            for line in key_file.read_text().splitlines()
+            if line and not line.startswith("-----")
+        ]
         assert "".join(body_lines) not in text
         for line in body_lines:
             assert line[:24] not in text, f"material of {key_file.name} appears in a log"
@@ -127,13 +158,21 @@ def test_every_server_call_has_the_fields(scenario):
             assert re.fullmatch(r"[0-9a-f]{32}", e["request_id"]) and e["attempt"] >= 1, e
         if e["method"] == "/paykit.v1.Gateway/Pay" and e["code"] == "OK":
             assert {"user", "idempotency_key", "amount_minor", "txn_id"} <= set(e), e
-        if e["method"] in ("/paykit.v1.Bank/Prepare", "/paykit.v1.Bank/Commit", "/paykit.v1.Bank/Abort"):
+        if e["method"] in (
+            "/paykit.v1.Bank/Prepare",
+            "/paykit.v1.Bank/Commit",
+            "/paykit.v1.Bank/Abort",
+        ):
             assert "txn_id" in e, e
-        if e["method"] == "/paykit.v1.Bank/Prepare":  # sent while serving a Pay: the client's request id
+        if (
+            e["method"] == "/paykit.v1.Bank/Prepare"
+        ):  # sent while serving a Pay: the client's request id
             assert "request_id" in e and "amount_minor" in e, e
     codes = {e["code"] for e in calls}
     assert {"OK", "UNAUTHENTICATED", "NOT_FOUND"} <= codes
-    refused = [e for e in calls if e["code"] == "UNAUTHENTICATED" and e["method"].endswith("/GetBalance")]
+    refused = [
+        e for e in calls if e["code"] == "UNAUTHENTICATED" and e["method"].endswith("/GetBalance")
+    ]
     assert refused and "user" not in refused[0] and "not recognised" in refused[0]["error"]
 
 
@@ -147,27 +186,44 @@ def test_every_client_attempt_has_the_fields_and_matches_the_gateway(scenario):
         assert ("error" in e) == (e["code"] != "OK"), e
         if e["method"].endswith("/Pay"):
             assert "idempotency_key" in e and "amount_minor" in e
-    # The successful payment seen three ways, joined by request id: client, gateway, both banks' votes.
+    # The successful payment seen three ways, joined by request id: client, gateway, both banks'
+    # votes.
     # (A Commit may be sent by another thread or the redriver; it is joined by txn id instead.)
     paid = scenario["paid"]
     client_pay = next(e for e in attempts if e.get("idempotency_key") == paid.idempotency_key)
-    same_request = [e for e in server_events(cluster) if e.get("request_id") == client_pay["request_id"]]
+    same_request = [
+        e for e in server_events(cluster) if e.get("request_id") == client_pay["request_id"]
+    ]
     assert {(e["service"], e["method"].rsplit("/", 1)[1]) for e in same_request} >= {
-        ("gateway", "Pay"), ("BankA", "Prepare"), ("BankB", "Prepare")}
-    commits = [e for e in server_events(cluster) if e["event"] == "rpc" and e["method"].endswith("/Commit")
-               and e.get("txn_id", "").startswith(paid.payment_id)]
+        ("gateway", "Pay"),
+        ("BankA", "Prepare"),
+        ("BankB", "Prepare"),
+    }
+    commits = [
+        e
+        for e in server_events(cluster)
+        if e["event"] == "rpc"
+        and e["method"].endswith("/Commit")
+        and e.get("txn_id", "").startswith(paid.payment_id)
+    ]
     assert {e["service"] for e in commits} == {"BankA", "BankB"}
 
 
 def test_2pc_steps_are_events(scenario):
     cluster = scenario["cluster"]
-    gateway = [e for e in events(gateway_log(cluster)) if e.get("txn_id") == scenario["paid"].payment_id]
+    gateway = [
+        e for e in events(gateway_log(cluster)) if e.get("txn_id") == scenario["paid"].payment_id
+    ]
     steps = [e["event"] for e in gateway if e["event"] != "rpc"]
     assert steps[:2] == ["2pc.begin", "2pc.prepare_sent"]
     assert steps.count("2pc.vote") == 2 and steps.count("2pc.ack") == 2
     assert steps.index("2pc.decision") < steps.index("2pc.ack")
     assert next(e for e in gateway if e["event"] == "2pc.decision")["decision"] == "commit"
-    declined = [e for e in events(gateway_log(cluster)) if e.get("txn_id") == scenario["declined"].payment_id]
+    declined = [
+        e
+        for e in events(gateway_log(cluster))
+        if e.get("txn_id") == scenario["declined"].payment_id
+    ]
     decision = next(e for e in declined if e["event"] == "2pc.decision")
     assert decision["decision"] == "abort" and decision["reason"] == "INSUFFICIENT_FUNDS"
 
@@ -175,13 +231,23 @@ def test_2pc_steps_are_events(scenario):
 def test_a_retry_is_visible_as_attempt_2(scenario):
     cluster = scenario["cluster"]
     key, request_id = scenario["manual_retry"]
-    sent = [(e["attempt"], e["code"]) for e in client_events(cluster) if e.get("request_id") == request_id]
-    received = [e for e in server_events(cluster) if e.get("request_id") == request_id and e["event"] == "rpc"
-                and e["service"] == "gateway"]
+    sent = [
+        (e["attempt"], e["code"])
+        for e in client_events(cluster)
+        if e.get("request_id") == request_id
+    ]
+    received = [
+        e
+        for e in server_events(cluster)
+        if e.get("request_id") == request_id and e["event"] == "rpc" and e["service"] == "gateway"
+    ]
     assert sent == [(1, "OK"), (2, "OK")]
     assert [e["attempt"] for e in received] == [1, 2]
     assert received[0]["txn_id"] == received[1]["txn_id"]  # the retry replayed the same payment
-    assert any(e["event"] == "idempotency.replay" and e.get("idempotency_key") == key for e in server_events(cluster))
+    assert any(
+        e["event"] == "idempotency.replay" and e.get("idempotency_key") == key
+        for e in server_events(cluster)
+    )
 
 
 def test_a_real_retry_after_a_timeout(scenario):
@@ -196,7 +262,9 @@ def test_a_real_retry_after_a_timeout(scenario):
     assert [e["attempt"] for e in sent] == list(range(1, len(sent) + 1))
     # The gateway saw the attempts that reached it under the same request id, the last one answered.
     received = [e for e in server_events(cluster) if e.get("request_id") in retried]
-    assert received and received[-1]["code"] == "OK" and received[-1]["attempt"] == sent[-1]["attempt"]
+    assert (
+        received and received[-1]["code"] == "OK" and received[-1]["attempt"] == sent[-1]["attempt"]
+    )
 
 
 def test_unreachable_gateway_attempts_are_logged(scenario, tmp_path):
@@ -214,7 +282,9 @@ def test_unreachable_gateway_attempts_are_logged(scenario, tmp_path):
             client.balance()
     lines = events(log_path)
     assert [e["attempt"] for e in lines] == [1, 2, 3, 4]
-    assert {e["code"] for e in lines} == {"UNAVAILABLE"} and len({e["request_id"] for e in lines}) == 1
+    assert {e["code"] for e in lines} == {"UNAVAILABLE"} and len(
+        {e["request_id"] for e in lines}
+    ) == 1
     assert all(e["error"] and e["peer"] == f"127.0.0.1:{port}" for e in lines)
     assert token not in log_path.read_text()
     assert time.monotonic() - started < 10

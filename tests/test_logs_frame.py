@@ -1,4 +1,5 @@
-"""paykit.logs: the logs of every process of a real cluster as one pandas DataFrame, with proper dtypes."""
+"""paykit.lab.logs: the logs of every process of a real cluster as one pandas DataFrame, with proper
+dtypes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from conftest import signed_in
 
 from paykit import LocalCluster
-from paykit.errors import InvalidInput
-from paykit.logs import COLUMNS, log_files, read_logs, retried_requests, rpc_calls, twopc_events
+from paykit.core.errors import InvalidInput
+from paykit.lab.logs import COLUMNS, log_files, read_logs, retried_requests, rpc_calls, twopc_events
 from paykit.v1 import payment_pb2 as pb
 
 
@@ -22,9 +23,11 @@ def cluster(tmp_path_factory):
     c.paid = ada.pay("BankB", "recipient123", "12.50")
     c.declined = ada.pay("BankB", "recipient123", "1000")  # insufficient funds
     key, request_id = str(uuid.uuid4()), uuid.uuid4().hex
-    request = pb.PayRequest(idempotency_key=key, to_bank="BankB", to_account="recipient123", amount_minor=1)
+    request = pb.PayRequest(
+        idempotency_key=key, to_bank="BankB", to_account="recipient123", amount_minor=1
+    )
     for attempt in (1, 2):
-        ada._call("Pay", request, attempt=attempt, request_id=request_id, key=key)
+        ada.session.call("Pay", request, attempt=attempt, request_id=request_id, key=key)
     c.retried_request_id = request_id
     ada.close()
     yield c
@@ -47,7 +50,11 @@ def test_one_frame_of_every_process_with_proper_dtypes(df):
     for column in ("service", "method", "code", "event"):
         assert isinstance(df[column].dtype, pd.CategoricalDtype), column
     # Values survive exactly: 12.50 is 1250 minor units, not a float.
-    pays = df[(df["event"] == "rpc") & (df["method"] == "/paykit.v1.Gateway/Pay") & (df["service"] == "gateway")]
+    pays = df[
+        (df["event"] == "rpc")
+        & (df["method"] == "/paykit.v1.Gateway/Pay")
+        & (df["service"] == "gateway")
+    ]
     assert 1250 in set(pays["amount_minor"].dropna())
 
 
@@ -70,8 +77,15 @@ def test_twopc_events_join_both_banks_by_payment(cluster, df):
     steps = twopc_events(df)
     paid = steps[steps["payment_id"] == cluster.paid.payment_id]
     assert set(paid["source"].astype(str)) == {"gateway", "BankA", "BankB"}
-    assert set(paid["event"].astype(str)) >= {"2pc.begin", "2pc.prepare_sent", "2pc.vote", "2pc.voted",
-                                              "2pc.decision", "2pc.ack", "2pc.committed"}
+    assert set(paid["event"].astype(str)) >= {
+        "2pc.begin",
+        "2pc.prepare_sent",
+        "2pc.vote",
+        "2pc.voted",
+        "2pc.decision",
+        "2pc.ack",
+        "2pc.committed",
+    }
     decisions = steps[steps["event"] == "2pc.decision"].set_index("payment_id")["decision"]
     assert decisions[cluster.paid.payment_id] == "commit"
     assert decisions[cluster.declined.payment_id] == "abort"
@@ -104,6 +118,8 @@ def test_bad_sources_say_what_is_wrong(tmp_path):
 
 
 def test_without_pandas_the_error_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now fails, as without the extra
+    monkeypatch.setitem(
+        sys.modules, "pandas", None
+    )  # `import pandas` now fails, as without the extra
     with pytest.raises(ImportError, match="lessons"):
         read_logs(tmp_path)

@@ -2,22 +2,41 @@
 
 import pytest
 
-from paykit.errors import InvalidAmount
-from paykit.money import PAYMENT_MAX_MINOR, check_amount_minor, format_minor, parse_amount
+from paykit.core.errors import InvalidAmount
+from paykit.core.money import PAYMENT_MAX_MINOR, check_amount_minor, format_minor, parse_amount
 
 
-@pytest.mark.parametrize(("text", "minor"), [("200", 20000), ("12.50", 1250), ("12.5", 1250), ("0.01", 1),
-                                              (" 7 ", 700), ("1000000", PAYMENT_MAX_MINOR)])
+@pytest.mark.parametrize(
+    ("text", "minor"),
+    [
+        ("200", 20000),
+        ("12.50", 1250),
+        ("12.5", 1250),
+        ("0.01", 1),
+        (" 7 ", 700),
+        ("1000000", PAYMENT_MAX_MINOR),
+    ],
+)
 def test_parses_plain_decimals_exactly(text, minor):
     assert parse_amount(text) == minor
 
 
-@pytest.mark.parametrize(("text", "why"), [
-    ("0", "0.00 is not a payment"), ("0.00", "0.00 is not a payment"), ("-5", "negative"),
-    ("12.345", "more than 2 decimals"), ("abc", "not a plain decimal"), ("nan", "not a plain decimal"),
-    ("inf", "not a plain decimal"), ("1e3", "not a plain decimal"), ("1,000", "not a plain decimal"),
-    ("", "not a plain decimal"), ("1000000.01", "over the limit"),
-])
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("0", "0.00 is not a payment"),
+        ("0.00", "0.00 is not a payment"),
+        ("-5", "negative"),
+        ("12.345", "more than 2 decimals"),
+        ("abc", "not a plain decimal"),
+        ("nan", "not a plain decimal"),
+        ("inf", "not a plain decimal"),
+        ("1e3", "not a plain decimal"),
+        ("1,000", "not a plain decimal"),
+        ("", "not a plain decimal"),
+        ("1000000.01", "over the limit"),
+    ],
+)
 def test_refuses_bad_amounts_with_the_reason(text, why):
     with pytest.raises(InvalidAmount, match=why):
         parse_amount(text)
@@ -34,6 +53,8 @@ def test_wire_amounts_must_be_integers():
         check_amount_minor(True)
 
 
-@pytest.mark.parametrize(("minor", "text"), [(20000, "200.00"), (1, "0.01"), (0, "0.00"), (-5, "-0.05")])
+@pytest.mark.parametrize(
+    ("minor", "text"), [(20000, "200.00"), (1, "0.01"), (0, "0.00"), (-5, "-0.05")]
+)
 def test_formats_minor_units(minor, text):
     assert format_minor(minor) == text

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from google.rpc import status_pb2
 
-from paykit.pki import CLIENT_CN, GATEWAY_CN
+from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
-# googleapis-common-protos ships google/rpc/status.proto and error_details.proto next to their modules.
+# googleapis-common-protos ships google/rpc/status.proto and error_details.proto next to their
+# modules.
 GOOGLEAPIS = Path(status_pb2.__file__).resolve().parent.parent.parent
 NODE_TIMEOUT_S = 60
 
@@ -29,17 +30,35 @@ def node_or_skip() -> str:
     if node is None:
         pytest.skip("node is not installed: the Node.js client test needs Node.js 18 or newer")
     if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        pytest.skip("tests/node/node_modules is missing: run `npm ci --prefix tests/node` (.ci/run does)")
+        pytest.skip(
+            "tests/node/node_modules is missing: run `npm ci --prefix tests/node` (.ci/run does)"
+        )
     return node
 
 
 def run_node_client(cluster, user: str) -> dict:
     node = node_or_skip()
     pki = cluster.pki_dir
-    cmd = [node, str(NODE_DIR / "client.js"), "--gateway", cluster.gateway_address,
-           "--ca", str(pki / "ca.pem"), "--cert", str(pki / f"{CLIENT_CN}.pem"), "--key", str(pki / f"{CLIENT_CN}.key"),
-           "--server-name", GATEWAY_CN, "--proto-root", str(ROOT / "proto"), "--googleapis", str(GOOGLEAPIS),
-           "--user", user]
+    cmd = [
+        node,
+        str(NODE_DIR / "client.js"),
+        "--gateway",
+        cluster.gateway_address,
+        "--ca",
+        str(pki / "ca.pem"),
+        "--cert",
+        str(pki / f"{CLIENT_CN}.pem"),
+        "--key",
+        str(pki / f"{CLIENT_CN}.key"),
+        "--server-name",
+        GATEWAY_CN,
+        "--proto-root",
+        str(ROOT / "proto"),
+        "--googleapis",
+        str(GOOGLEAPIS),
+        "--user",
+        user,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -63,8 +82,11 @@ def test_a_node_client_registers_signs_in_pays_and_reads_error_details(cluster):
     assert (status["code"], status["message"]) == (3, error["details"])
     by_type = {d["type"]: d for d in status["details"]}
     info = by_type["google.rpc.ErrorInfo"]
-    assert (info["reason"], info["domain"], info["metadata"]) == ("INVALID_AMOUNT", "paykit.dev",
-                                                                    {"field": "amount_minor"})
+    assert (info["reason"], info["domain"], info["metadata"]) == (
+        "INVALID_AMOUNT",
+        "paykit.dev",
+        {"field": "amount_minor"},
+    )
     violations = by_type["google.rpc.BadRequest"]["fieldViolations"]
     assert [v["field"] for v in violations] == ["amount_minor"]
 

@@ -21,17 +21,17 @@ from pathlib import Path
 import pytest
 
 from paykit import LocalCluster, PaymentClient
-from paykit.check import check_invariants, total_money
-from paykit.config import TLSFiles
-from paykit.lessons import wait_until
-from paykit.outbox import TLS, TLSFailure
-from paykit.pki import CLIENT_CN, ensure_identity
-from paykit.shell import Shell
+from paykit.client.notify import PAUSED_TLS, Notice
+from paykit.client.outbox import TLS
+from paykit.client.shell import Shell
+from paykit.core.config import TLSFiles
+from paykit.core.errors import TLSFailure
+from paykit.lab.check import check_invariants, total_money
+from paykit.lab.lessons import wait_until
+from paykit.rpc.pki import CLIENT_CN, ensure_identity
 
 PASSWORD = "password123"
 DEADLINE_S = 30.0
-
-
 
 
 def assert_settled(cluster: LocalCluster, timeout_s: float = 10.0) -> None:
@@ -42,7 +42,9 @@ def assert_settled(cluster: LocalCluster, timeout_s: float = 10.0) -> None:
     check_invariants(cluster).assert_ok()
 
 
-def new_user(cluster: LocalCluster, name: str, opening: str, outbox_dir: Path, bank: str = "BankA") -> PaymentClient:
+def new_user(
+    cluster: LocalCluster, name: str, opening: str, outbox_dir: Path, bank: str = "BankA"
+) -> PaymentClient:
     client = cluster.client(outbox_dir=outbox_dir)
     client.register(name, PASSWORD, f"{name}-acct", opening, bank)
     client.authenticate(name, PASSWORD)
@@ -52,10 +54,14 @@ def new_user(cluster: LocalCluster, name: str, opening: str, outbox_dir: Path, b
 def payments_for_key(cluster: LocalCluster, key: str) -> list[sqlite3.Row]:
     with sqlite3.connect(f"file:{cluster.gateway_db()}?mode=ro", uri=True) as conn:
         conn.row_factory = sqlite3.Row
-        return conn.execute("SELECT payment_id, decision FROM payments WHERE idempotency_key = ?", (key,)).fetchall()
+        return conn.execute(
+            "SELECT payment_id, decision FROM payments WHERE idempotency_key = ?", (key,)
+        ).fetchall()
 
 
-def test_fifty_payments_queued_by_two_clients_while_the_gateway_is_down_end_exactly_once(make_cluster, tmp_path):
+def test_fifty_payments_queued_by_two_clients_while_the_gateway_is_down_end_exactly_once(
+    make_cluster, tmp_path
+):
     cluster = make_cluster()
     money = total_money(cluster)
     alice = new_user(cluster, "alice", "1000", tmp_path / "alice-device")
@@ -67,45 +73,65 @@ def test_fifty_payments_queued_by_two_clients_while_the_gateway_is_down_end_exac
     # 25 payments each; bob's 25 x 7.00 is more than his 100.00, so the last ones must fail.
     queued = {"alice": [], "bob": []}
     for i in range(25):
-        for name, client, to_bank, to, amount in (("alice", alice, "BankB", "recipient123", f"{i + 1}.25"),
-                                                   ("bob", bob, "BankA", "merchant-a", "7")):
+        for name, client, to_bank, to, amount in (
+            ("alice", alice, "BankB", "recipient123", f"{i + 1}.25"),
+            ("bob", bob, "BankA", "merchant-a", "7"),
+        ):
             started = time.monotonic()
             p = client.pay(to_bank, to, amount)
-            assert time.monotonic() - started < 2.0, "pay must answer at once when the gateway is down"
+            assert time.monotonic() - started < 2.0, (
+                "pay must answer at once when the gateway is down"
+            )
             assert p.status == "queued" and p.outbox_id, p
             queued[name].append(p)
-    assert [e.short_id for e in alice.queue()] == [p.outbox_id for p in queued["alice"]]  # FIFO order kept
+    assert [e.short_id for e in alice.queue()] == [
+        p.outbox_id for p in queued["alice"]
+    ]  # FIFO order kept
     cluster.restart("gateway")
     restarted = time.monotonic()
-    wait_until(lambda: len(done["alice"]) == 25 and len(done["bob"]) == 25, DEADLINE_S, what="all 50 completions")
+    wait_until(
+        lambda: len(done["alice"]) == 25 and len(done["bob"]) == 25,
+        DEADLINE_S,
+        what="all 50 completions",
+    )
     first = min(t for t, _ in done["alice"] + done["bob"]) - restarted
     assert first < 3.0, f"reconnection noticed only after {first:.2f} s"
     for name, client in (("alice", alice), ("bob", bob)):
         ended = [p for _, p in done[name]]
         assert [p.outbox_id for p in ended] == [p.outbox_id for p in queued[name]]  # sent in order
-        assert all(p.status == "succeeded" or (p.status == "failed" and p.failure_reason) for p in ended)
+        assert all(
+            p.status == "succeeded" or (p.status == "failed" and p.failure_reason) for p in ended
+        )
         assert client.queue() == [] and client.pending_count() == 0  # the outbox is empty
         for p in ended:  # exactly one payment per key at the gateway, in the state reported
             rows = payments_for_key(cluster, p.idempotency_key)
             assert [(r["payment_id"], r["decision"]) for r in rows] == [
-                (p.payment_id, "commit" if p.succeeded else "abort")]
+                (p.payment_id, "commit" if p.succeeded else "abort")
+            ]
     bob_paid = [p for _, p in done["bob"] if p.succeeded]
-    assert len(bob_paid) == 14 and all(p.failure_reason == "INSUFFICIENT_FUNDS"
-                                       for _, p in done["bob"][14:])  # 14 x 7.00 = 98.00 of 100.00
+    assert len(bob_paid) == 14 and all(
+        p.failure_reason == "INSUFFICIENT_FUNDS" for _, p in done["bob"][14:]
+    )  # 14 x 7.00 = 98.00 of 100.00
     assert bob.balance().balance_minor == 10_000 - 14 * 700
     alice_paid = sum(p.amount_minor for _, p in done["alice"] if p.succeeded)
     assert alice_paid == sum(i * 100 + 125 for i in range(25))
     assert alice.balance().balance_minor == 100_000 - alice_paid
-    assert total_money(cluster) == money + 100_000 + 10_000  # only the two opening deposits were added
+    assert (
+        total_money(cluster) == money + 100_000 + 10_000
+    )  # only the two opening deposits were added
     assert_settled(cluster)
     alice.close()
     bob.close()
 
 
-def test_gateway_dies_after_committing_before_replying_and_the_resend_gets_the_stored_answer(make_cluster, tmp_path):
+def test_gateway_dies_after_committing_before_replying_and_the_resend_gets_the_stored_answer(
+    make_cluster, tmp_path
+):
     cluster = make_cluster(failpoints=True)
     alice = new_user(cluster, "alice", "1000", tmp_path / "outbox")
-    cluster.arm("gateway", "gateway.before_reply")  # commit logged and sent, then SIGKILL before the reply
+    cluster.arm(
+        "gateway", "gateway.before_reply"
+    )  # commit logged and sent, then SIGKILL before the reply
     key = str(uuid.uuid4())
     p = alice.pay("BankB", "recipient123", "200", key=key)
     # No answer came back: the payment stays queued with its key, and may not be cancelled.
@@ -116,9 +142,13 @@ def test_gateway_dies_after_committing_before_replying_and_the_resend_gets_the_s
     ended = next(alice.completions(timeout_s=DEADLINE_S))
     assert ended.status == "succeeded" and ended.outbox_id == p.outbox_id
     rows = payments_for_key(cluster, key)
-    assert [(r["payment_id"], r["decision"]) for r in rows] == [(ended.payment_id, "commit")]  # it ran once
+    assert [(r["payment_id"], r["decision"]) for r in rows] == [
+        (ended.payment_id, "commit")
+    ]  # it ran once
     assert alice.balance().balance_minor == 100_000 - 20_000  # the money moved once
-    assert alice.pay("BankB", "recipient123", "200", key=key) == ended  # a retry replays the same answer
+    assert (
+        alice.pay("BankB", "recipient123", "200", key=key) == ended
+    )  # a retry replays the same answer
     assert_settled(cluster)
     alice.close()
 
@@ -136,7 +166,8 @@ if mode == "pay":
     sys.stdin.readline()  # the test says when to pay
     print(json.dumps({"event": "paying"}), flush=True)
     p = client.pay(*sys.argv[6:9])
-    print(json.dumps({"event": "paid", "status": p.status, "outbox_id": p.outbox_id, "key": p.idempotency_key}),
+    print(json.dumps({"event": "paid", "status": p.status, "outbox_id": p.outbox_id, "key":
+    p.idempotency_key}),
           flush=True)
     time.sleep(60)  # the test kills this process
 else:
@@ -149,10 +180,25 @@ else:
 """
 
 
-def run_child(cluster: LocalCluster, outbox_dir: Path, user: str, mode: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, cluster.gateway_address, str(cluster.pki_dir),
-                             str(outbox_dir), user, mode, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+def run_child(
+    cluster: LocalCluster, outbox_dir: Path, user: str, mode: str, *args: str
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            cluster.gateway_address,
+            str(cluster.pki_dir),
+            str(outbox_dir),
+            user,
+            mode,
+            *args,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def read_event(child: subprocess.Popen, event: str) -> dict:
@@ -177,8 +223,9 @@ def outbox_rows(outbox_dir: Path) -> list[sqlite3.Row]:
 
 
 @pytest.mark.parametrize("moment", ["after_queuing", "after_sending"])
-def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_restarted(make_cluster, tmp_path,
-                                                                                       moment):
+def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_restarted(
+    make_cluster, tmp_path, moment
+):
     cluster = make_cluster(failpoints=True)
     outbox_dir = tmp_path / "outbox"
     new_user(cluster, "carol", "1000", tmp_path / "setup").close()
@@ -187,23 +234,36 @@ def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_res
     if moment == "after_queuing":
         cluster.kill("gateway")  # the payment can only be queued
     else:
-        cluster.arm("gateway", "gateway.before_reply", "pause")  # commits, then hangs before replying
+        cluster.arm(
+            "gateway", "gateway.before_reply", "pause"
+        )  # commits, then hangs before replying
     child.stdin.write("pay\n")
     child.stdin.close()
     read_event(child, "paying")
     if moment == "after_queuing":
         assert read_event(child, "paid")["status"] == "queued"
-    else:  # the request reached the gateway, which committed it and stopped: the child waits for a reply
-        wait_until(lambda: outbox_rows(outbox_dir) and outbox_rows(outbox_dir)[0]["state"] == "sending", DEADLINE_S,
-                   what="a send")
-        wait_until(lambda: any(r["decision"] == "commit" for r in payments_for_key(
-            cluster, outbox_rows(outbox_dir)[0]["idem_key"])), DEADLINE_S, what="the commit")
+    # the request reached the gateway, which committed it and stopped: the child waits for a reply
+    else:
+        wait_until(
+            lambda: outbox_rows(outbox_dir) and outbox_rows(outbox_dir)[0]["state"] == "sending",
+            DEADLINE_S,
+            what="a send",
+        )
+        wait_until(
+            lambda: any(
+                r["decision"] == "commit"
+                for r in payments_for_key(cluster, outbox_rows(outbox_dir)[0]["idem_key"])
+            ),
+            DEADLINE_S,
+            what="the commit",
+        )
     child.kill()  # kill -9: no clean-up runs
     child.wait()
     child.stdout.close()
     (row,) = outbox_rows(outbox_dir)  # the payment and its key were on disk before the first send
     # Normally still unanswered; on a very slow machine a resend may already have fetched the
-    # stored answer (the decision is logged before the gateway pauses): then nothing is left to finish.
+    # stored answer (the decision is logged before the gateway pauses): then nothing is left to
+    # finish.
     assert row["state"] in ("queued", "sending", "succeeded")
     cluster.kill("gateway")
     cluster.restart("gateway")
@@ -225,8 +285,9 @@ def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_res
     assert_settled(cluster)
 
 
-def test_a_queued_payment_whose_funds_were_spent_meanwhile_is_reported_failed_with_the_reason(make_cluster,
-                                                                                               tmp_path):
+def test_a_queued_payment_whose_funds_were_spent_meanwhile_is_reported_failed_with_the_reason(
+    make_cluster, tmp_path
+):
     cluster = make_cluster()
     phone = new_user(cluster, "dave", "100", tmp_path / "phone")
     cluster.kill("gateway")
@@ -234,7 +295,9 @@ def test_a_queued_payment_whose_funds_were_spent_meanwhile_is_reported_failed_wi
     assert queued.status == "queued"
     phone.close()  # the phone is switched off with the payment queued
     cluster.restart("gateway")
-    with cluster.client(outbox_dir=tmp_path / "laptop") as laptop:  # another device spends the money
+    with cluster.client(
+        outbox_dir=tmp_path / "laptop"
+    ) as laptop:  # another device spends the money
         laptop.authenticate("dave", PASSWORD)
         assert laptop.pay("BankB", "recipient123", "50").succeeded
     phone = cluster.client(outbox_dir=tmp_path / "phone")
@@ -243,15 +306,25 @@ def test_a_queued_payment_whose_funds_were_spent_meanwhile_is_reported_failed_wi
     phone.authenticate("dave", PASSWORD)  # signing in resumes the queue
     ended = next(phone.completions(timeout_s=DEADLINE_S))
     assert ended.outbox_id == queued.outbox_id and ended.status == "failed"
-    assert ended.failure_reason == "INSUFFICIENT_FUNDS" and "available 50.00" in ended.failure_message
-    wait_until(lambda: "failed: insufficient funds" in out.getvalue(), DEADLINE_S, what="the shell's completion line")
-    assert f"[CLIENT] Queued payment {queued.outbox_id} failed: insufficient funds" in out.getvalue()
+    assert (
+        ended.failure_reason == "INSUFFICIENT_FUNDS" and "available 50.00" in ended.failure_message
+    )
+    wait_until(
+        lambda: "failed: insufficient funds" in out.getvalue(),
+        DEADLINE_S,
+        what="the shell's completion line",
+    )
+    assert (
+        f"[CLIENT] Queued payment {queued.outbox_id} failed: insufficient funds" in out.getvalue()
+    )
     assert phone.balance().balance_minor == 5_000 and phone.pending_count() == 0
     phone.close()
     assert_settled(cluster)
 
 
-def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_forever(make_cluster, tmp_path):
+def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_forever(
+    make_cluster, tmp_path
+):
     cluster = make_cluster()
     good = new_user(cluster, "erin", "1000", tmp_path / "good")
     money = total_money(cluster)
@@ -265,8 +338,11 @@ def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_f
     }
     for name, tls in cases.items():
         bad = PaymentClient(cluster.gateway_address, tls=tls, outbox_dir=tmp_path / name)
-        bad.token, bad.username = good.token, good.username  # a session made elsewhere
-        notices: list[str] = []
+        bad.session.token, bad.session.username = (
+            good.token,
+            good.username,
+        )  # a session made elsewhere
+        notices: list[Notice] = []
         bad.on_notice(notices.append)
         started = time.monotonic()
         if name == "other-ca":
@@ -275,9 +351,15 @@ def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_f
             assert time.monotonic() - started < 3.0 and bad.pending_count() == 0  # nothing queued
         else:
             p = bad.pay("BankB", "recipient123", "10")
-            wait_until(lambda client=bad: client.outbox_paused == TLS, 15.0, what="the TLS diagnosis")
-            assert any("TLS handshake" in n and "certificate" in n for n in notices), notices
-            assert [e.short_id for e in bad.queue()] == [p.outbox_id]  # kept, not dropped, and not resent
+            wait_until(
+                lambda client=bad: client.outbox_paused == TLS, 15.0, what="the TLS diagnosis"
+            )
+            assert any(n.kind == PAUSED_TLS and "certificate" in n.message for n in notices), (
+                notices
+            )
+            assert [e.short_id for e in bad.queue()] == [
+                p.outbox_id
+            ]  # kept, not dropped, and not resent
             bad.cancel(p.outbox_id)
             assert bad.pending_count() == 0
         bad.close()

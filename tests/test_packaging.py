@@ -14,7 +14,9 @@ def test_environment_yml_matches_pyproject():
     env = (ROOT / "environment.yml").read_text()
     python = re.search(r"^\s*-\s*python=(\S+)", env, re.M)
     assert python, "environment.yml must pin python"
-    assert project["requires-python"] == f">={python.group(1)}", "python version differs from requires-python"
+    assert project["requires-python"] == f">={python.group(1)}", (
+        "python version differs from requires-python"
+    )
     assert re.search(r"^\s*-\s*pip\s*$", env, re.M), "environment.yml must install pip"
     extras = re.search(r"--editable \.\[([\w,]+)\]", env)
     assert extras, "the pip section must install paykit itself, with its extras"
@@ -24,7 +26,13 @@ def test_environment_yml_matches_pyproject():
 def test_public_api_is_pinned():
     # A rename of the public API is a decision: change this list on purpose.
     assert sorted(paykit.__all__) == [
-        "Balance", "LocalCluster", "PaykitError", "Payment", "PaymentClient", "format_minor", "parse_amount",
+        "Balance",
+        "LocalCluster",
+        "PaykitError",
+        "Payment",
+        "PaymentClient",
+        "format_minor",
+        "parse_amount",
     ]
     for name in paykit.__all__:
         assert hasattr(paykit, name)
@@ -34,5 +42,7 @@ def test_python_dash_m_works_like_the_script():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "paykit", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "paykit", "--help"], capture_output=True, text=True, check=True
+    )
     assert "usage: paykit" in out.stdout

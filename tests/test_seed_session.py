@@ -25,13 +25,19 @@ EXPECTED = [
     r"\[CLIENT\] Payment Response: Payment processed successfully",
     r"\[CLIENT\] 1 payment",
     r"\[CLIENT\] id +created \(UTC\) +dir +counterparty +amount +status +reason",
-    r"\[CLIENT\] [0-9a-f]{8}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  out  BankB/recipient123 +200\.00  succeeded",
+    r"\[CLIENT\] [0-9a-f]{8}  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  out  BankB/recipient123 +200\.00  "
+    r"succeeded",
 ]
 
 
 def paykit(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "paykit", *args], capture_output=True, text=True, timeout=60,
-                          **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "paykit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )
 
 
 def assert_session(stdout: str) -> None:
@@ -43,12 +49,19 @@ def assert_session(stdout: str) -> None:
 
 def test_seed_session_piped_into_the_cli(cluster):
     # stdin is not a terminal: no prompts, one [CLIENT] line per reply.
-    result = paykit("client", "--gateway", cluster.gateway_address, "--pki-dir", str(cluster.pki_dir),
-                    input=SEED_SESSION)
+    result = paykit(
+        "client",
+        "--gateway",
+        cluster.gateway_address,
+        "--pki-dir",
+        str(cluster.pki_dir),
+        input=SEED_SESSION,
+    )
     assert result.returncode == 0, result.stderr
     assert_session(result.stdout)
-    # The money moved at both banks: 1000 - 200 at BankA, 500 + 200 at BankB (seeded from data/accounts.csv).
-    from paykit.check import read_bank
+    # The money moved at both banks: 1000 - 200 at BankA, 500 + 200 at BankB (seeded from
+    # data/accounts.csv).
+    from paykit.lab.check import read_bank
 
     assert read_bank("BankA", cluster.bank_db("BankA")).balances["bank123"] == 80000
     assert read_bank("BankB", cluster.bank_db("BankB")).balances["recipient123"] == 70000
@@ -68,8 +81,14 @@ def test_paykit_up_serves_the_seed_ports_and_ctrl_c_stops_all_three(tmp_path):
     if not _ports_free(50050, 50051, 50052):
         pytest.fail("ports 50050-50052 are taken on this machine; `paykit up` needs them")
     env = {**os.environ, "PAYKIT_HOME": str(tmp_path)}
-    up = subprocess.Popen([sys.executable, "-m", "paykit", "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "paykit", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     pids, deadline = [], time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -82,11 +101,15 @@ def test_paykit_up_serves_the_seed_ports_and_ctrl_c_stops_all_three(tmp_path):
         result = paykit("client", "--gateway", "127.0.0.1:50050", input=SEED_SESSION, env=env)
         assert_session(result.stdout)
     finally:
-        os.killpg(up.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole foreground group
+        os.killpg(
+            up.pid, signal.SIGINT
+        )  # what Ctrl+C in a terminal does: the whole foreground group
         up.wait(20)
     assert "all stopped" in up.stdout.read()
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), pid
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        ), pid
     # Run state went to the state folder, not the source tree.
     assert (tmp_path / "data" / "BankA" / "BankA.db").exists()
     assert (tmp_path / "pki" / "ca.pem").exists()
@@ -103,8 +126,20 @@ def test_each_server_has_help_with_host_and_data_dir():
 
 
 def test_a_bank_runs_alone_and_refuses_a_second_copy_on_its_data(tmp_path):
-    args = [sys.executable, "-m", "paykit", "bank", "--name", "BankA", "--port", "0", "--data-dir",
-            str(tmp_path / "a"), "--pki-dir", str(tmp_path / "pki")]
+    args = [
+        sys.executable,
+        "-m",
+        "paykit",
+        "bank",
+        "--name",
+        "BankA",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "a"),
+        "--pki-dir",
+        str(tmp_path / "pki"),
+    ]
     bank = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = json.loads(bank.stdout.readline())
@@ -118,6 +153,8 @@ def test_a_bank_runs_alone_and_refuses_a_second_copy_on_its_data(tmp_path):
 
 
 def test_gateway_without_banks_says_what_is_missing(tmp_path):
-    result = paykit("gateway", "--port", "0", "--data-dir", str(tmp_path), "--pki-dir", str(tmp_path / "pki"))
+    result = paykit(
+        "gateway", "--port", "0", "--data-dir", str(tmp_path), "--pki-dir", str(tmp_path / "pki")
+    )
     assert result.returncode == 2
     assert "--bank NAME=HOST:PORT" in result.stderr

@@ -13,8 +13,16 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paykit import LocalCluster
-from paykit.pki import CLIENT_CN, GATEWAY_CN, bank_cn, cert_sans, ensure_identity, init_pki, read_tls
-from paykit.rpc import secure_channel
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.pki import (
+    CLIENT_CN,
+    GATEWAY_CN,
+    bank_cn,
+    cert_sans,
+    ensure_identity,
+    init_pki,
+    read_tls,
+)
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -46,22 +54,35 @@ def denied_calls(path) -> list[dict]:
 
 def users_named(cluster: LocalCluster, username: str) -> int:
     with sqlite3.connect(f"file:{cluster.gateway_db()}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT COUNT(*) FROM users WHERE username = ?", (username,)).fetchone()[0]
+        return conn.execute(
+            "SELECT COUNT(*) FROM users WHERE username = ?", (username,)
+        ).fetchone()[0]
 
 
 def bank_accounts(cluster: LocalCluster, bank: str, account_id: str) -> int:
     with sqlite3.connect(f"file:{cluster.bank_db(bank)}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT COUNT(*) FROM accounts WHERE account_id = ?", (account_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT COUNT(*) FROM accounts WHERE account_id = ?", (account_id,)
+        ).fetchone()[0]
 
 
 def try_register(channel: grpc.Channel, username: str) -> tuple[grpc.RpcError, str]:
-    """A Register through `channel` that must fail; returns the error and the request id it carried."""
+    """A Register through `channel` that must fail; returns the error and the request id it
+    carried."""
     request_id = uuid.uuid4().hex
-    request = pb.RegisterRequest(username=username, password="password123", account_id=f"{username}-acct",
-                                 opening_balance_minor=100, bank="BankA")
+    request = pb.RegisterRequest(
+        username=username,
+        password="password123",
+        account_id=f"{username}-acct",
+        opening_balance_minor=100,
+        bank="BankA",
+    )
     with pytest.raises(grpc.RpcError) as caught:
-        pb_grpc.GatewayStub(channel).Register(request, timeout=CALL_TIMEOUT_S,
-                                              metadata=[("x-request-id", request_id), ("x-attempt", "1")])
+        pb_grpc.GatewayStub(channel).Register(
+            request,
+            timeout=CALL_TIMEOUT_S,
+            metadata=[("x-request-id", request_id), ("x-attempt", "1")],
+        )
     return caught.value, request_id
 
 
@@ -78,9 +99,16 @@ def test_the_cluster_client_certificate_gets_through(cluster):
     # refusals below are about credentials, not a broken setup.
     tls = ensure_identity(cluster.pki_dir, CLIENT_CN)
     with secure_channel(cluster.gateway_address, tls) as channel:
-        reply = pb_grpc.GatewayStub(channel).Register(pb.RegisterRequest(
-            username="control", password="password123", account_id="control-acct", opening_balance_minor=100,
-            bank="BankA"), timeout=CALL_TIMEOUT_S)
+        reply = pb_grpc.GatewayStub(channel).Register(
+            pb.RegisterRequest(
+                username="control",
+                password="password123",
+                account_id="control-acct",
+                opening_balance_minor=100,
+                bank="BankA",
+            ),
+            timeout=CALL_TIMEOUT_S,
+        )
     assert reply.username == "control"
     assert users_named(cluster, "control") == 1
 
@@ -96,7 +124,9 @@ def test_plaintext_client_is_refused(cluster):
 def test_tls_client_without_certificate_is_refused(cluster):
     # TLS that trusts our CA but shows no certificate: the server requires one.
     ca, _, _ = read_tls(ensure_identity(cluster.pki_dir, CLIENT_CN))
-    with grpc.secure_channel(cluster.gateway_address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
+    with grpc.secure_channel(
+        cluster.gateway_address, grpc.ssl_channel_credentials(root_certificates=ca)
+    ) as channel:
         err, request_id = try_register(channel, "nocert")
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert_never_handled(cluster, "nocert", request_id)
@@ -107,7 +137,9 @@ def test_client_certificate_from_another_ca_is_refused(cluster, other_pki):
     # even though the client trusts the server (it has our CA as root).
     our_ca, _, _ = read_tls(ensure_identity(cluster.pki_dir, CLIENT_CN))
     _, cert, key = read_tls(ensure_identity(other_pki, CLIENT_CN))
-    creds = grpc.ssl_channel_credentials(root_certificates=our_ca, private_key=key, certificate_chain=cert)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=our_ca, private_key=key, certificate_chain=cert
+    )
     with grpc.secure_channel(cluster.gateway_address, creds) as channel:
         err, request_id = try_register(channel, "otherca")
     assert err.code() == grpc.StatusCode.UNAVAILABLE
@@ -124,19 +156,28 @@ def test_server_with_another_ca_is_not_trusted(cluster, other_pki):
 
 @pytest.mark.parametrize("holder", [CLIENT_CN, bank_cn("BankB")])
 def test_only_the_gateway_may_call_a_bank(cluster, holder):
-    # A client's (or another bank's) certificate passes TLS, but the bank's access table wants the gateway.
+    # A client's (or another bank's) certificate passes TLS, but the bank's access table wants the
+    # gateway.
     account_id = f"direct-{uuid.uuid4().hex[:8]}"
     txn_id = f"{uuid.uuid4().hex}.debit"
     bank_log = cluster.procs["BankA"].data_dir / "BankA.jsonl"
     denied_before = len(denied_calls(bank_log))
-    with secure_channel(cluster.bank_address("BankA"), ensure_identity(cluster.pki_dir, holder)) as channel:
+    with secure_channel(
+        cluster.bank_address("BankA"), ensure_identity(cluster.pki_dir, holder)
+    ) as channel:
         stub = pb_grpc.BankStub(channel)
         with pytest.raises(grpc.RpcError) as opened:
-            stub.OpenAccount(pb.OpenAccountRequest(account_id=account_id, opening_balance_minor=10**6),
-                             timeout=CALL_TIMEOUT_S)
+            stub.OpenAccount(
+                pb.OpenAccountRequest(account_id=account_id, opening_balance_minor=10**6),
+                timeout=CALL_TIMEOUT_S,
+            )
         with pytest.raises(grpc.RpcError) as prepared:
-            stub.Prepare(pb.PrepareRequest(txn_id=txn_id, leg=pb.LEG_DEBIT, account_id="bank123", amount_minor=1),
-                         timeout=CALL_TIMEOUT_S)
+            stub.Prepare(
+                pb.PrepareRequest(
+                    txn_id=txn_id, leg=pb.LEG_DEBIT, account_id="bank123", amount_minor=1
+                ),
+                timeout=CALL_TIMEOUT_S,
+            )
     for err in (opened.value, prepared.value):
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert holder in err.details() and "may not call" in err.details()
@@ -144,14 +185,23 @@ def test_only_the_gateway_may_call_a_bank(cluster, holder):
     # the refusals' rpc lines lack the txn id a Prepare handler notes first thing.
     assert bank_accounts(cluster, "BankA", account_id) == 0
     with sqlite3.connect(f"file:{cluster.bank_db('BankA')}?mode=ro", uri=True) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()[0] == 0
-    assert not [e for e in log_events(bank_log) if e.get("account_id") == account_id or e.get("txn_id") == txn_id]
+        assert (
+            conn.execute("SELECT COUNT(*) FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()[0] == 0
+        )
+    assert not [
+        e
+        for e in log_events(bank_log)
+        if e.get("account_id") == account_id or e.get("txn_id") == txn_id
+    ]
     assert len(denied_calls(bank_log)) == denied_before + 2
 
 
 def test_gateway_certificate_is_not_a_client(cluster):
-    # The access table tells certificates apart: the gateway's own certificate may not register users.
-    with secure_channel(cluster.gateway_address, ensure_identity(cluster.pki_dir, GATEWAY_CN)) as channel:
+    # The access table tells certificates apart: the gateway's own certificate may not register
+    # users.
+    with secure_channel(
+        cluster.gateway_address, ensure_identity(cluster.pki_dir, GATEWAY_CN)
+    ) as channel:
         err, _ = try_register(channel, "asgateway")
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert users_named(cluster, "asgateway") == 0
@@ -159,8 +209,12 @@ def test_gateway_certificate_is_not_a_client(cluster):
 
 def test_health_is_open_to_any_certificate_of_our_ca(cluster):
     # Health is OPEN in the table: a client certificate may ask a bank.
-    with secure_channel(cluster.bank_address("BankA"), ensure_identity(cluster.pki_dir, CLIENT_CN)) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+    with secure_channel(
+        cluster.bank_address("BankA"), ensure_identity(cluster.pki_dir, CLIENT_CN)
+    ) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S
+        )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -175,7 +229,8 @@ def test_a_later_san_reissues_the_certificate(tmp_path):
     assert {"pay.example", "10.0.0.7", "127.0.0.1", "localhost"} <= set(cert_sans(again.cert))
     assert again.ca.read_bytes() == ca_before
     x509.load_pem_x509_certificate(again.cert.read_bytes()).verify_directly_issued_by(
-        x509.load_pem_x509_certificate(ca_before))  # raises if the CA did not sign it
+        x509.load_pem_x509_certificate(ca_before)
+    )  # raises if the CA did not sign it
     unchanged = again.cert.read_bytes()
     ensure_identity(pki_dir, GATEWAY_CN, sans=("pay.example",))  # already covered: left alone
     assert again.cert.read_bytes() == unchanged
@@ -188,12 +243,20 @@ def test_a_server_with_another_identity_is_refused(cluster, dial, expect):
     # gateway as a bank. The TLS handshake fails; nothing is sent.
     address = cluster.gateway_address if dial == "gateway" else cluster.bank_address(dial)
     holder = CLIENT_CN if expect == GATEWAY_CN else GATEWAY_CN
-    with secure_channel(address, ensure_identity(cluster.pki_dir, holder), server_name=expect) as channel:
+    with secure_channel(
+        address, ensure_identity(cluster.pki_dir, holder), server_name=expect
+    ) as channel:
         with pytest.raises(grpc.RpcError) as info:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S
+            )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     # The right name on the same address works: the refusal was the identity, not the network.
     right = GATEWAY_CN if dial == "gateway" else bank_cn(dial)
-    with secure_channel(address, ensure_identity(cluster.pki_dir, holder), server_name=right) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S)
+    with secure_channel(
+        address, ensure_identity(cluster.pki_dir, holder), server_name=right
+    ) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT_S
+        )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING

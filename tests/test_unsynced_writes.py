@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import leg_states, new_payer
 
-from paykit.check import check_invariants, read_bank, read_gateway, total_money
-from paykit.lessons import wait_until
+from paykit.lab.check import check_invariants, read_bank, read_gateway, total_money
+from paykit.lab.lessons import wait_until
 from paykit.v1 import payment_pb2 as pb
 
 AMOUNT_MINOR = 10_000
@@ -63,11 +63,20 @@ def test_a_bank_commit_lost_to_a_power_cut_is_applied_again_by_its_resolver(fc, 
     # Hold the gateway right after its COMMIT is on disk, before any bank hears it.
     fc.arm("gateway", "gateway.after_commit_logged", "pause")
     answer: list = []
-    paying = threading.Thread(target=lambda: answer.append(payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key)))
+    paying = threading.Thread(
+        target=lambda: answer.append(payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key))
+    )
     paying.start()
-    record = wait_until(lambda: next((p for p in read_gateway(fc.gateway_db()) if p.decision == "commit"), None),
-                        10.0, what="the logged COMMIT")
-    wait_until(lambda: stopped(fc.procs["gateway"].popen.pid), 10.0, what="the gateway to stop at the failpoint")
+    record = wait_until(
+        lambda: next((p for p in read_gateway(fc.gateway_db()) if p.decision == "commit"), None),
+        10.0,
+        what="the logged COMMIT",
+    )
+    wait_until(
+        lambda: stopped(fc.procs["gateway"].popen.pid),
+        10.0,
+        what="the gateway to stop at the failpoint",
+    )
     # The payee's bank as of its last fsync: the credit leg prepared (Prepare is durable).
     snapshot = tmp_path / "payee-at-prepare.db"
     copy_db(fc.bank_db(PAYEE_BANK), snapshot)
@@ -75,15 +84,22 @@ def test_a_bank_commit_lost_to_a_power_cut_is_applied_again_by_its_resolver(fc, 
     fc.resume("gateway")
     paying.join(timeout=30)
     assert answer and answer[0].status == pb.PAYMENT_STATUS_SUCCEEDED
-    wait_until(lambda: read_gateway(fc.gateway_db())[-1].settled, 10.0, what="both banks to acknowledge")
+    wait_until(
+        lambda: read_gateway(fc.gateway_db())[-1].settled, 10.0, what="both banks to acknowledge"
+    )
     assert payee_balance(fc) == payee_before + AMOUNT_MINOR
 
     # The power cut: the payee's bank loses its (unsynced) commit after acknowledging it. The
     # gateway has its acknowledgement and will not resend; only the bank's resolver can notice.
     put_back(fc, PAYEE_BANK, fc.bank_db(PAYEE_BANK), snapshot)
-    wait_until(lambda: leg_states(fc, record.payment_id) == ("committed", "committed"), 15.0,
-               what="the resolver to apply the lost commit")
-    assert payee_balance(fc) == payee_before + AMOUNT_MINOR  # credited once, not zero times, not twice
+    wait_until(
+        lambda: leg_states(fc, record.payment_id) == ("committed", "committed"),
+        15.0,
+        what="the resolver to apply the lost commit",
+    )
+    assert (
+        payee_balance(fc) == payee_before + AMOUNT_MINOR
+    )  # credited once, not zero times, not twice
     assert total_money(fc) == money_before
     check_invariants(fc).assert_ok()
     assert payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key) == answer[0]  # the key still replays

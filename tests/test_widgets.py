@@ -1,13 +1,14 @@
-"""The payment form without a browser: set the fields, click Pay, read the result and the balances."""
+"""The payment form without a browser: set the fields, click Pay, read the result and the
+balances."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import signed_in
 
-from paykit.check import check_invariants
-from paykit.lessons import wait_until
-from paykit.widgets import PaymentForm
+from paykit.client.widgets import PaymentForm
+from paykit.lab.check import check_invariants
+from paykit.lab.lessons import wait_until
 
 
 @pytest.fixture
@@ -75,8 +76,11 @@ def test_gateway_down_queues_and_the_form_shows_the_outcome_when_sent(cluster, f
     form.pay_button.click()
     assert "queued" in form.result.value and form.last_payment.queued
     cluster.restart("gateway")
-    wait_until(lambda: "Payment succeeded: 3.00 to BankB/recipient123" in form.result.value, 30.0,
-               what="the queued payment's outcome on the form")
+    wait_until(
+        lambda: "Payment succeeded: 3.00 to BankB/recipient123" in form.result.value,
+        30.0,
+        what="the queued payment's outcome on the form",
+    )
     assert "997.00" in form.balance.value
     assert form.client.balance().balance_minor == 100_000 - 300  # paid once
     check_invariants(cluster).assert_ok()

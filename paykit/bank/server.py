@@ -1,0 +1,180 @@
+"""A bank server: the thin gRPC shell around paykit.ledger, plus its in-doubt resolver.
+
+A bank that voted YES never decides alone: a background thread asks the coordinator
+(GetDecision) about every transaction still prepared after a moment, across restarts,
+and applies the answer; PENDING or no answer means keep the hold and ask again.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+
+from paykit.bank.ledger import Ledger
+from paykit.core import eventlog, failpoints
+from paykit.core.config import BankConfig, TLSFiles
+from paykit.core.twopc import CREDIT, DEBIT
+from paykit.rpc.channels import secure_channel
+from paykit.rpc.interceptors import note
+from paykit.rpc.pki import GATEWAY_CN
+from paykit.rpc.serving import SERVICE_NAMES, Server
+from paykit.rpc.status import from_rpc_error, servicer_method
+from paykit.v1 import payment_pb2 as pb
+from paykit.v1 import payment_pb2_grpc as pb_grpc
+
+RESOLVE_EVERY_S = 0.5
+LEGS = {pb.LEG_DEBIT: DEBIT, pb.LEG_CREDIT: CREDIT}
+
+
+class BankServicer(pb_grpc.BankServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def _balance(self, account_id: str) -> pb.GetBalanceResponse:
+        b = self.ledger.balance(account_id)
+        return pb.GetBalanceResponse(
+            bank=self.ledger.bank,
+            account_id=account_id,
+            balance_minor=b.balance_minor,
+            held_minor=b.held_minor,
+            available_minor=b.available_minor,
+        )
+
+    @servicer_method
+    def OpenAccount(self, request, context):
+        if self.ledger.open_account(
+            request.account_id, request.opening_balance_minor, request.opened_for
+        ):
+            eventlog.event(
+                "account.opened",
+                account_id=request.account_id,
+                amount_minor=request.opening_balance_minor,
+            )
+        else:
+            eventlog.event("account.open_retried", account_id=request.account_id)
+        return pb.OpenAccountResponse(bank=self.ledger.bank, account_id=request.account_id)
+
+    @servicer_method
+    def GetBalance(self, request, context):
+        return self._balance(request.account_id)
+
+    @servicer_method
+    def Prepare(self, request, context):
+        note(txn_id=request.txn_id, amount_minor=request.amount_minor)
+        vote = self.ledger.prepare(
+            request.txn_id,
+            LEGS.get(request.leg, ""),
+            request.account_id,
+            request.amount_minor,
+            request.coordinator,
+        )
+        eventlog.event(
+            "2pc.voted",
+            txn_id=request.txn_id,
+            vote="yes" if vote.yes else "no",
+            reason=vote.reason or None,
+        )
+        if vote.yes:
+            failpoints.hit("bank.after_vote_yes_before_reply")
+            context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
+        return pb.PrepareResponse(
+            vote=pb.VOTE_YES if vote.yes else pb.VOTE_NO, reason=vote.reason, message=vote.message
+        )
+
+    @servicer_method
+    def Commit(self, request, context):
+        note(txn_id=request.txn_id)
+        state = self.ledger.commit(request.txn_id)
+        eventlog.event("2pc.committed", txn_id=request.txn_id)
+        failpoints.hit("bank.after_commit_before_ack")
+        return pb.DecisionResponse(state=state)
+
+    @servicer_method
+    def Abort(self, request, context):
+        note(txn_id=request.txn_id)
+        state = self.ledger.abort(request.txn_id)
+        eventlog.event("2pc.aborted", txn_id=request.txn_id)
+        return pb.DecisionResponse(state=state)
+
+
+class InDoubtResolver:
+    """Asks the coordinator about prepared transactions and applies the answers."""
+
+    def __init__(self, ledger: Ledger, tls: TLSFiles, ask_after_s: float) -> None:
+        self.ledger = ledger
+        self.tls = tls
+        self.ask_after_ms = int(ask_after_s * 1000)
+        self._stubs: dict[str, pb_grpc.CoordinatorStub] = {}
+        self._stop = threading.Event()
+
+    def _stub(self, address: str) -> pb_grpc.CoordinatorStub:
+        if address not in self._stubs:
+            self._stubs[address] = pb_grpc.CoordinatorStub(
+                secure_channel(address, self.tls, server_name=GATEWAY_CN)
+            )
+        return self._stubs[address]
+
+    def resolve_once(self) -> int:
+        resolved = 0
+        for txn_id, coordinator in self.ledger.in_doubt(self.ask_after_ms):
+            if not coordinator:
+                continue
+            try:
+                answer = self._stub(coordinator).GetDecision(
+                    pb.GetDecisionRequest(txn_id=txn_id), timeout=1.0
+                )
+            except grpc.RpcError as exc:
+                eventlog.event("2pc.in_doubt", txn_id=txn_id, error=str(from_rpc_error(exc)))
+                continue
+            if answer.decision == pb.DECISION_COMMIT:
+                self.ledger.commit(txn_id)
+            elif answer.decision == pb.DECISION_ABORT:
+                self.ledger.abort(txn_id)
+            else:
+                continue
+            resolved += 1
+            eventlog.event(
+                "2pc.resolved", txn_id=txn_id, decision=pb.Decision.Name(answer.decision)
+            )
+        return resolved
+
+    def run(self) -> None:
+        while not self._stop.wait(RESOLVE_EVERY_S):
+            try:
+                self.resolve_once()
+            except Exception as exc:  # keep asking: a hold must never be forgotten
+                eventlog.event("2pc.resolver_error", error=repr(exc))
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="in-doubt", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def serve(cfg: BankConfig, *, exit_on_stdin_eof: bool = False) -> None:
+    """Runs a bank until SIGTERM/SIGINT (or its parent's death)."""
+    server = Server(
+        name=cfg.name,
+        host=cfg.host,
+        port=cfg.port,
+        data_dir=cfg.data_dir,
+        tls=cfg.tls,
+        workers=cfg.workers,
+        failpoints_enabled=cfg.failpoints,
+    )
+    ledger = Ledger(cfg.data_dir / f"{cfg.name}.db", bank=cfg.name)
+    if cfg.seed_csv:
+        opened = ledger.seed_from_csv(cfg.seed_csv)
+        eventlog.event("bank.seeded", accounts=opened, source=cfg.seed_csv.name)
+    server.add_services(
+        [(pb_grpc.add_BankServicer_to_server, BankServicer(ledger), SERVICE_NAMES["Bank"])]
+    )
+    server.start()
+    resolver = InDoubtResolver(ledger, cfg.tls, cfg.in_doubt_ask_after_s)
+    resolver.start()
+    server.ready()
+    server.serve_until_stopped(exit_on_stdin_eof=exit_on_stdin_eof)
+    resolver.stop()
+    ledger.close()

@@ -1,0 +1,97 @@
+"""What the Python client returns (dataclasses of balances and payments), and amounts in Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from paykit.core.errors import InvalidAmount
+from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, parse_amount
+from paykit.core.twopc import PaymentStatus
+from paykit.v1 import payment_pb2 as pb
+
+STATUS_NAMES = {
+    pb.PAYMENT_STATUS_PENDING: PaymentStatus.PENDING,
+    pb.PAYMENT_STATUS_SUCCEEDED: PaymentStatus.SUCCEEDED,
+    pb.PAYMENT_STATUS_FAILED: PaymentStatus.FAILED,
+}
+STATUS_VALUES = {v: k for k, v in STATUS_NAMES.items()}
+QUEUED = "queued"  # a Payment's status while it waits in the outbox
+# Why pay() answered "queued" (Payment.queued_reason).
+QUEUED_UNREACHABLE = "unreachable"  # the gateway could not be reached: nothing was sent
+QUEUED_NO_ANSWER = "no_answer"  # sent, but no answer came back: resent with the same key
+QUEUED_BEHIND = "behind"  # earlier queued payments go first (FIFO)
+QUEUED_SIGNED_OUT = "signed_out"  # the gateway refused the token: sent after the next auth
+
+
+@dataclass(frozen=True)
+class Balance:
+    bank: str
+    account_id: str
+    balance_minor: int
+    held_minor: int
+    available_minor: int
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One payment as the gateway reports it. status: pending | succeeded | failed, or queued
+    (in the outbox, not yet answered: outbox_id names it, queued_reason says why)."""
+
+    payment_id: str
+    status: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount_minor: int
+    failure_reason: str = ""
+    failure_message: str = ""
+    created_unix_ms: int = 0
+    idempotency_key: str = ""
+    settled: bool = False
+    outbox_id: str = ""
+    queued_reason: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == PaymentStatus.SUCCEEDED
+
+    @property
+    def queued(self) -> bool:
+        return self.status == QUEUED
+
+    @classmethod
+    def from_pb(cls, p: pb.Payment) -> Payment:
+        return cls(
+            p.payment_id,
+            STATUS_NAMES.get(p.status, PaymentStatus.PENDING),
+            p.from_bank,
+            p.from_account,
+            p.to_bank,
+            p.to_account,
+            p.amount_minor,
+            p.failure_reason,
+            p.failure_message,
+            p.created_unix_ms,
+            p.idempotency_key,
+            p.settled,
+        )
+
+
+def to_minor(
+    amount: str | Decimal | int | None, amount_minor: int | None, *, opening: bool = False
+) -> int:
+    """Amounts from Python: text or Decimal in major units, or amount_minor=. Never float."""
+    limit = {"allow_zero": True, "max_minor": OPENING_BALANCE_MAX_MINOR} if opening else {}
+    if amount_minor is not None:
+        if amount is not None:
+            raise InvalidAmount("give amount or amount_minor, not both")
+        return check_amount_minor(amount_minor, **limit)
+    if isinstance(amount, float):
+        raise InvalidAmount(
+            "amounts are never floats: pass text like '12.50', a Decimal, or amount_minor=1250"
+        )
+    if amount is None:
+        raise InvalidAmount("an amount is needed")
+    return parse_amount(str(amount), **limit)

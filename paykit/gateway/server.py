@@ -1,0 +1,301 @@
+"""The gateway server: the thin gRPC shell around users, payments and the coordinator."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import grpc
+
+from paykit.core import eventlog
+from paykit.core.config import GatewayConfig
+from paykit.core.db import Database
+from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, field_of
+from paykit.core.ids import check_account_id
+from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor
+from paykit.core.twopc import Decision
+from paykit.gateway import idempotency, payments, users
+from paykit.gateway.banks import BankChannels
+from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
+from paykit.gateway.payments import PaymentRecord, SearchFilter
+from paykit.rpc.interceptors import bearer_token, current_user, note
+from paykit.rpc.serving import SERVICE_NAMES, Server
+from paykit.rpc.status import servicer_method
+from paykit.v1 import payment_pb2 as pb
+from paykit.v1 import payment_pb2_grpc as pb_grpc
+
+REDRIVE_EVERY_S = 0.5
+PRUNE_EVERY_S = 60.0  # at most; a shorter retention prunes more often (see prune_every_s)
+PRUNE_EVERY_MIN_S = 0.5
+STATUS_TO_PB = {
+    payments.PENDING: pb.PAYMENT_STATUS_PENDING,
+    payments.SUCCEEDED: pb.PAYMENT_STATUS_SUCCEEDED,
+    payments.FAILED: pb.PAYMENT_STATUS_FAILED,
+}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+DECISION_TO_PB = {
+    Decision.COMMIT: pb.DECISION_COMMIT,
+    Decision.ABORT: pb.DECISION_ABORT,
+    Decision.PENDING: pb.DECISION_PENDING,
+}
+
+
+def prune_every_s(retention_s: float) -> float:
+    """Prune at least twice per retention, so no key outlives it by more than half of it."""
+    return min(PRUNE_EVERY_S, max(retention_s / 2, PRUNE_EVERY_MIN_S))
+
+
+def open_database(data_dir: Path) -> Database:
+    return Database(
+        Path(data_dir) / "gateway.db", users.SCHEMA + payments.SCHEMA + idempotency.SCHEMA
+    )
+
+
+def payment_to_pb(p: PaymentRecord) -> pb.Payment:
+    return pb.Payment(
+        payment_id=p.payment_id,
+        from_bank=p.from_bank,
+        from_account=p.from_account,
+        to_bank=p.to_bank,
+        to_account=p.to_account,
+        amount_minor=p.amount_minor,
+        status=STATUS_TO_PB[p.status],
+        failure_reason=p.failure_reason,
+        failure_message=p.failure_message,
+        created_unix_ms=p.created_unix_ms,
+        idempotency_key=p.idempotency_key,
+        settled=p.settled,
+    )
+
+
+def encode_pay_response(p: PaymentRecord) -> bytes:
+    return pb.PayResponse(payment=payment_to_pb(p)).SerializeToString(deterministic=True)
+
+
+class GatewayServicer(pb_grpc.GatewayServicer):
+    def __init__(
+        self, db: Database, users_: users.Users, banks: BankChannels, coordinator: Coordinator
+    ) -> None:
+        self.db = db
+        self.users = users_
+        self.banks = banks
+        self.coordinator = coordinator
+        self._register_lock = (
+            threading.Lock()
+        )  # registration is rare; one at a time keeps it simple
+
+    @servicer_method
+    def Register(self, request, context):
+        username = self.users.check_new(request.username, request.password)
+        bank = request.bank or self.banks.names[0]
+        with field_of("bank"):
+            self.banks.stub(bank)  # UnknownBank if not ours
+        with field_of("account_id"):
+            check_account_id(request.account_id)
+        with field_of("opening_balance_minor"):
+            check_amount_minor(
+                request.opening_balance_minor, allow_zero=True, max_minor=OPENING_BALANCE_MAX_MINOR
+            )
+        with self._register_lock:
+            self.users.check_new(request.username, request.password)
+            # opened_for: if this registration is cut short after the bank opened the account
+            # (crash, lost reply), registering again with the same name completes it.
+            self.banks.call(
+                bank,
+                "OpenAccount",
+                pb.OpenAccountRequest(
+                    account_id=request.account_id,
+                    opening_balance_minor=request.opening_balance_minor,
+                    opened_for=username,
+                ),
+            )
+            user = self.users.create(username, request.password, bank, request.account_id)
+        note(user=user.username, amount_minor=request.opening_balance_minor)
+        return pb.RegisterResponse(
+            username=user.username, bank=user.bank, account_id=user.account_id
+        )
+
+    @servicer_method
+    def Authenticate(self, request, context):
+        session = self.users.authenticate(request.username, request.password)
+        note(user=session.username)
+        return pb.AuthenticateResponse(
+            token=session.token, expires_unix_ms=session.expires_unix_ms, username=session.username
+        )
+
+    @servicer_method
+    def Logout(self, request, context):
+        self.users.logout(bearer_token(context))
+        return pb.LogoutResponse()
+
+    @servicer_method
+    def GetBalance(self, request, context):
+        user = current_user()
+        other_bank = request.bank and request.bank != user.bank
+        if other_bank or (request.account_id and request.account_id != user.account_id):
+            raise PermissionDenied("you can see only your own balance")
+        return self.banks.call(
+            user.bank, "GetBalance", pb.BankBalanceRequest(account_id=user.account_id)
+        )
+
+    @servicer_method
+    def Pay(self, request, context):
+        user = current_user()
+        if request.from_account and request.from_account != user.account_id:
+            raise PermissionDenied(f"you can pay only from your own account ({user.account_id})")
+        with field_of("idempotency_key"):
+            key = idempotency.check_key(request.idempotency_key)
+        note(idempotency_key=key, amount_minor=request.amount_minor)
+        with field_of("amount_minor"):
+            check_amount_minor(request.amount_minor)
+        with field_of("to_bank"):
+            self.banks.stub(request.to_bank)
+        with field_of("to_account"):
+            check_account_id(request.to_account)
+            if (request.to_bank, request.to_account) == (user.bank, user.account_id):
+                raise InvalidInput("you cannot pay yourself; choose another recipient")
+        payment_id, response = self.coordinator.pay(
+            username=user.username,
+            from_bank=user.bank,
+            from_account=user.account_id,
+            to_bank=request.to_bank,
+            to_account=request.to_account,
+            amount_minor=request.amount_minor,
+            key=key,
+        )
+        note(txn_id=payment_id)  # the 2PC txn id: it joins this rpc line to the 2pc.* events
+        return response  # the stored bytes, sent as they are (see add_gateway)
+
+    @servicer_method
+    def GetPayment(self, request, context):
+        user = current_user()
+        record = payments.get(self.db.read(), request.payment_id)
+        mine = record is not None and (
+            record.username == user.username
+            or (record.to_bank, record.to_account) == (user.bank, user.account_id)
+        )
+        if not mine:
+            raise UnknownPayment(f"you have no payment {request.payment_id!r}")
+        return payment_to_pb(record)
+
+    @servicer_method
+    def SearchPayments(self, request, context):
+        user = current_user()
+        if request.username and users.normalise_username(request.username) != user.username:
+            raise PermissionDenied("you can search only your own payments")
+        f = SearchFilter(
+            status=STATUS_FROM_PB.get(request.status, ""),
+            counterparty=request.counterparty,
+            min_amount_minor=request.min_amount_minor,
+            max_amount_minor=request.max_amount_minor,
+            since_unix_ms=request.since_unix_ms,
+            until_unix_ms=request.until_unix_ms,
+            limit=request.limit,
+        ).check()
+        found = payments.search(self.db.read(), user.username, user.bank, user.account_id, f)
+        return pb.SearchPaymentsResponse(payments=[payment_to_pb(p) for p in found])
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    @servicer_method
+    def GetDecision(self, request, context):
+        note(txn_id=request.txn_id)
+        decision = self.coordinator.decision_for(request.txn_id)
+        return pb.GetDecisionResponse(decision=DECISION_TO_PB[decision])
+
+
+def add_gateway(servicer: GatewayServicer, server: grpc.Server) -> None:
+    """Like the generated add_GatewayServicer_to_server, but a handler may return bytes:
+    Pay returns the stored response exactly as it was stored (idempotent replay)."""
+
+    def serialize(msg) -> bytes:
+        return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+    service = pb.DESCRIPTOR.services_by_name["Gateway"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=getattr(pb, m.input_type.name).FromString,
+            response_serializer=serialize,
+        )
+        for m in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def _every(period_s: float, stop: threading.Event, fn) -> None:
+    def loop():
+        while not stop.wait(period_s):
+            try:
+                fn()
+            except Exception as exc:  # keep going: a decision must reach every bank
+                eventlog.event("gateway.background_error", task=fn.__name__, error=repr(exc))
+
+    threading.Thread(target=loop, name=fn.__name__, daemon=True).start()
+
+
+def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
+    """Runs the gateway until SIGTERM/SIGINT (or its parent's death)."""
+    # The server first: it makes (and locks) the data folder the database lives in.
+    server = Server(
+        name="gateway",
+        host=cfg.host,
+        port=cfg.port,
+        data_dir=cfg.data_dir,
+        tls=cfg.tls,
+        workers=cfg.workers,
+        failpoints_enabled=cfg.failpoints,
+    )
+    db = open_database(cfg.data_dir)
+    users_ = users.Users(
+        db,
+        token_ttl_s=cfg.token_ttl_s,
+        lockout_failures=cfg.lockout_failures,
+        lockout_s=cfg.lockout_s,
+    )
+    server.check_tokens_with(users_.user_for_token)
+    host = cfg.host if cfg.host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
+    banks = BankChannels(cfg.banks, cfg.tls)
+    coordinator = Coordinator(
+        db,
+        banks,
+        advertise=cfg.advertise or f"{host}:{server.port}",
+        prepare_timeout_s=cfg.prepare_timeout_s,
+        encode_response=encode_pay_response,
+        retention_s=cfg.idempotency_retention_s,
+        parallel_decisions=not cfg.failpoints,
+    )
+    coordinator.recover()  # before serving: undecided payments are aborted, so GetDecision is final
+    server.add_services(
+        [
+            (
+                add_gateway,
+                GatewayServicer(db, users_, banks, coordinator),
+                SERVICE_NAMES["Gateway"],
+            ),
+            (
+                pb_grpc.add_CoordinatorServicer_to_server,
+                CoordinatorServicer(coordinator),
+                SERVICE_NAMES["Coordinator"],
+            ),
+        ]
+    )
+    server.start()
+    stop = threading.Event()
+
+    def redrive():
+        coordinator.abort_stranded()
+        coordinator.redrive(min_age_s=DRIVE_INLINE_S + REDRIVE_EVERY_S)
+
+    coordinator.prune_keys()
+    _every(REDRIVE_EVERY_S, stop, redrive)
+    _every(prune_every_s(cfg.idempotency_retention_s), stop, coordinator.prune_keys)
+    server.ready()
+    server.serve_until_stopped(exit_on_stdin_eof=exit_on_stdin_eof)
+    stop.set()
+    db.close()

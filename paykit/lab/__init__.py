@@ -1,0 +1,73 @@
+"""paykit.lab: the tools for teaching and testing, in one place for notebooks.
+
+Lessons import only from `paykit` and `paykit.lab`, so a module can move without a
+notebook changing. Names load lazily (PEP 562): `from paykit.lab import check_answer`
+does not import pandas or matplotlib until a name that needs them is used.
+
+    LocalCluster, check_invariants, total_money        a cluster and its invariants
+    read_logs, rpc_calls, twopc_events, ...            every process's log as a DataFrame
+    charts                                             matplotlib charts of those logs
+    run_chaos, FAILPOINTS                              faults on purpose
+    check_answer, wait_until, books, ...               small lesson helpers (paykit.lab.lessons)
+    PaymentForm                                        the ipywidgets payment form
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module that defines it (a module's own name maps to the module itself).
+_EXPORTS: dict[str, str] = {
+    "LocalCluster": "paykit.lab.cluster",
+    "check_invariants": "paykit.lab.check",
+    "total_money": "paykit.lab.check",
+    "read_bank": "paykit.lab.check",
+    "run_chaos": "paykit.lab.chaos",
+    "read_logs": "paykit.lab.logs",
+    "rpc_calls": "paykit.lab.logs",
+    "twopc_events": "paykit.lab.logs",
+    "retried_requests": "paykit.lab.logs",
+    "charts": "paykit.lab.charts",
+    "FAILPOINTS": "paykit.core.failpoints",
+    "PaymentForm": "paykit.client.widgets",
+    "IdempotencyKeyReused": "paykit.core.errors",
+    "InProgress": "paykit.core.errors",
+    "NotAuthenticated": "paykit.core.errors",
+    "PaykitError": "paykit.core.errors",
+    **{
+        name: "paykit.lab.lessons"
+        for name in (
+            "accepted_with_certificate",
+            "books",
+            "check_answer",
+            "in_doubt",
+            "make_traffic",
+            "pay_concurrently",
+            "payment_story",
+            "pid_alive",
+            "refused_with_stranger_certificate",
+            "refused_without_certificate",
+            "servers",
+            "servers_running_under",
+            "wait_recovered",
+            "wait_until",
+        )
+    },
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'paykit.lab' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,326 @@
+"""LocalCluster: start, stop, kill -9, restart, pause and resume a whole paykit on one machine.
+
+Controls (used by tests, the demo and the lessons):
+    start()               banks first, then the gateway; each waits until it reports ready
+    stop()                SIGTERM everything (resumes paused servers first), SIGKILL stragglers
+    kill(name)            SIGKILL, like a power cut: no clean-up runs
+    restart(name)         start a stopped or killed server again, on the same port and data
+    pause(name)/resume()  SIGSTOP / SIGCONT: a server that hangs without dying
+    arm(name, failpoint)  crash or pause that server at a named point on the 2PC path
+                          (or, with action "error", fail its write there as a bad disk would)
+    disarm(name)          take back every failpoint of that server that has not fired
+Each server runs in its own session with its stdin a pipe from this process, so when
+this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+from paykit.client.api import PaymentClient
+from paykit.client.session import GatewaySession
+from paykit.core import failpoints as fp
+from paykit.core.config import PREPARE_TIMEOUT_S
+from paykit.core.errors import InvalidInput, Unavailable
+from paykit.rpc.pki import CLIENT_CN, ensure_identity, init_pki
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+GATEWAY = "gateway"
+CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per cluster.client()
+_client_numbers = itertools.count(
+    1
+)  # shared by all clusters of this process, so no two clients share a file
+DEFAULT_SEED_CSV = Path(__file__).resolve().parents[2] / "data" / "accounts.csv"
+_live: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    data_dir: Path
+    popen: subprocess.Popen | None = None
+    paused: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class LocalCluster:
+    """Banks and a gateway on 127.0.0.1, each a real process with real TLS and SQLite."""
+
+    def __init__(
+        self,
+        banks: tuple[str, ...] = ("BankA", "BankB"),
+        *,
+        data_dir: Path | None = None,
+        ports: dict[str, int] | None = None,
+        prepare_timeout_s: float = PREPARE_TIMEOUT_S,
+        failpoints: bool = False,
+        seed_csv: Path | None = DEFAULT_SEED_CSV,
+        gateway_args: tuple[str, ...] = (),
+        pki_dir: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if not banks:
+            raise InvalidInput("a cluster needs at least one bank")
+        self.data_dir = (
+            Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
+        )
+        self.pki_dir = Path(pki_dir) if pki_dir else self.data_dir / "pki"
+        self.bank_names = tuple(banks)
+        self.prepare_timeout_s = prepare_timeout_s
+        self.failpoints = failpoints
+        self.seed_csv = seed_csv if seed_csv and Path(seed_csv).exists() else None
+        self.gateway_args = tuple(gateway_args)
+        self.host = host
+        ports = ports or {}
+        self.procs = {
+            name: Proc(name, ports.get(name, 0), self.data_dir / name) for name in (*banks, GATEWAY)
+        }
+
+    # -- whole cluster ------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        init_pki(self.pki_dir, list(self.bank_names))
+        _live.add(self)
+        for name in self.bank_names:
+            self.restart(name)
+        self.restart(GATEWAY)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            self._terminate(proc)
+        for proc in self.procs.values():  # all were told at once; now wait for each
+            self._reap(proc)
+        _live.discard(self)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- one server ---------------------------------------------------------------
+
+    def _proc(self, name: str) -> Proc:
+        if name not in self.procs:
+            raise InvalidInput(
+                f"no server {name!r} in this cluster; servers: {', '.join(self.procs)}"
+            )
+        return self.procs[name]
+
+    def _command(self, proc: Proc) -> list[str]:
+        cmd = [sys.executable, "-m", "paykit"]
+        common = [
+            "--host",
+            self.host,
+            "--port",
+            str(proc.port),
+            "--data-dir",
+            str(proc.data_dir),
+            "--pki-dir",
+            str(self.pki_dir),
+            "--exit-on-stdin-eof",
+        ]
+        if self.failpoints:
+            common.append("--failpoints")
+        if proc.name == GATEWAY:
+            banks = [
+                arg for b in self.bank_names for arg in ("--bank", f"{b}={self.procs[b].address}")
+            ]
+            return cmd + [
+                "gateway",
+                *common,
+                *banks,
+                "--prepare-timeout-s",
+                str(self.prepare_timeout_s),
+                *self.gateway_args,
+            ]
+        seed = ["--seed", str(self.seed_csv)] if self.seed_csv else []
+        return cmd + ["bank", "--name", proc.name, *common, *seed]
+
+    def restart(self, name: str) -> None:
+        """Starts `name` (stopping it first if it runs) and waits until it is ready."""
+        proc = self._proc(name)
+        if proc.running:
+            self.stop_server(name)
+        proc.data_dir.mkdir(parents=True, exist_ok=True)
+        out_path = proc.data_dir / f"{name}.out"
+        out_path.write_text("")
+        with open(out_path, "ab") as out, open(proc.data_dir / f"{name}.stderr", "ab") as err:
+            proc.popen = subprocess.Popen(
+                self._command(proc),
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        proc.paused = False
+        proc.port = self._wait_ready(proc, out_path)
+
+    def _wait_ready(self, proc: Proc, out_path: Path) -> int:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for line in out_path.read_text().splitlines():
+                if line.startswith("{") and '"ready"' in line:
+                    return int(json.loads(line)["port"])
+            if proc.popen.poll() is not None:
+                err = (proc.data_dir / f"{proc.name}.stderr").read_text()[-2000:]
+                raise Unavailable(
+                    f"{proc.name} exited with code {proc.popen.returncode} while starting:\n{err}"
+                )
+            time.sleep(0.02)
+        proc.popen.kill()
+        raise Unavailable(f"{proc.name} did not become ready within {READY_TIMEOUT_S} s")
+
+    def stop_server(self, name: str) -> None:
+        """SIGTERM: a clean stop (in-flight calls get a grace period)."""
+        proc = self._proc(name)
+        self._terminate(proc)
+        self._reap(proc)
+
+    def _terminate(self, proc: Proc) -> None:
+        if proc.running:
+            if proc.paused:  # a stopped process cannot handle SIGTERM until it runs again
+                self.resume(proc.name)
+            proc.popen.terminate()
+
+    def _reap(self, proc: Proc) -> None:
+        if proc.popen is not None:
+            try:
+                proc.popen.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self._close_pipes(proc)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the server dies at once, mid-whatever, like a power cut."""
+        proc = self._proc(name)
+        if proc.running:
+            proc.popen.kill()
+            proc.popen.wait()
+        proc.paused = False
+        self._close_pipes(proc)
+
+    def wait_dead(self, name: str, timeout_s: float = 10.0) -> None:
+        """Waits until `name` has died (a failpoint crashed it); raises if it did not."""
+        if not self.died_within(name, timeout_s):
+            raise AssertionError(f"{name} is still running after {timeout_s} s")
+
+    def died_within(self, name: str, timeout_s: float) -> bool:
+        """Whether `name` dies (or has died) within `timeout_s`."""
+        proc = self._proc(name)
+        try:
+            proc.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        self._close_pipes(proc)
+        return True
+
+    def pause(self, name: str) -> None:
+        proc = self._proc(name)
+        proc.popen.send_signal(signal.SIGSTOP)
+        proc.paused = True
+
+    def resume(self, name: str) -> None:
+        proc = self._proc(name)
+        proc.popen.send_signal(signal.SIGCONT)
+        proc.paused = False
+
+    def arm(self, name: str, failpoint: str, action: str = "crash") -> None:
+        if not self.failpoints:
+            raise fp.FailpointError(
+                "this cluster was started without failpoints; use LocalCluster(failpoints=True)"
+            )
+        fp.arm(self._proc(name).data_dir, failpoint, action)
+
+    def disarm(self, name: str) -> None:
+        """Disarms every failpoint of `name` that has not fired yet."""
+        fp.disarm(self._proc(name).data_dir)
+
+    @staticmethod
+    def _close_pipes(proc: Proc) -> None:
+        if proc.popen is not None and proc.popen.stdin and not proc.popen.stdin.closed:
+            proc.popen.stdin.close()
+
+    # -- looking in -------------------------------------------------------------
+
+    @property
+    def gateway_address(self) -> str:
+        return self.procs[GATEWAY].address
+
+    def bank_address(self, name: str) -> str:
+        return self._proc(name).address
+
+    def status(self) -> list[dict]:
+        """One row per server: name, pid, port, state."""
+        rows = []
+        for p in self.procs.values():
+            state = "paused" if p.paused and p.running else "running" if p.running else "stopped"
+            rows.append(
+                {
+                    "name": p.name,
+                    "pid": p.popen.pid if p.running else None,
+                    "port": p.port,
+                    "state": state,
+                    "data_dir": str(p.data_dir),
+                }
+            )
+        return rows
+
+    def log_paths(self) -> list[Path]:
+        return [p.data_dir / f"{p.name}.jsonl" for p in self.procs.values()]
+
+    def bank_db(self, name: str) -> Path:
+        return self._proc(name).data_dir / f"{name}.db"
+
+    def gateway_db(self) -> Path:
+        return self.procs[GATEWAY].data_dir / "gateway.db"
+
+    def session(self, **kwargs) -> GatewaySession:
+        """A bare session with this cluster's gateway: each call sent once (no outbox, no
+        retries)."""
+        return GatewaySession(
+            self.gateway_address, ensure_identity(self.pki_dir, CLIENT_CN), **kwargs
+        )
+
+    def client(self, **kwargs) -> PaymentClient:
+        """A client of this cluster's gateway; it logs its calls to clients/client-<n>.jsonl
+        in the data folder (pass log_path= to choose another file)."""
+        tls = ensure_identity(self.pki_dir, CLIENT_CN)
+        if kwargs.get("log_path") is None:
+            kwargs["log_path"] = (
+                self.data_dir / CLIENT_LOG_DIR / f"client-{next(_client_numbers)}.jsonl"
+            )
+        # Outboxes live with the cluster: a payment queued for this cluster can never be
+        # resent to another one that happens to reuse the port later.
+        kwargs.setdefault("outbox_dir", self.data_dir / "outbox")
+        return PaymentClient(self.gateway_address, tls=tls, **kwargs)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for cluster in list(_live):
+        cluster.stop()

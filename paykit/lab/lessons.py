@@ -1,0 +1,278 @@
+"""Small helpers the notebooks in lessons/ call, so their cells stay short (each names its lesson).
+
+check_answer(name, answer, expected)   an exercise's check cell: prints ✓ or ✗ (and raises)
+wait_until(predicate, timeout_s)        poll with a deadline instead of sleeping
+servers(cluster)                        lesson 1: the processes and ports, as a DataFrame
+refused_without_certificate(cluster)    lesson 2: what mutual TLS refuses
+books(cluster)                          lessons 4, 5: every account at every bank, as a DataFrame
+in_doubt(cluster) / wait_recovered()    lesson 5: prepared transactions, and waiting for recovery
+pay_concurrently(cluster, user, ...)    lesson 4: the same payment sent n times at once
+payment_story(cluster, payment_id)      lessons 3, 5: one payment's 2PC events from every log
+make_traffic(cluster)                   lesson 7: a small mixed workload to chart
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pandas as pd
+
+from paykit.client.models import Payment, to_minor
+from paykit.core.errors import PaykitError
+from paykit.core.money import format_minor
+from paykit.lab.check import Report, check_invariants, read_bank
+from paykit.rpc.channels import channel_credentials
+from paykit.rpc.pki import CLIENT_CN, ensure_identity
+from paykit.rpc.status import from_rpc_error
+from paykit.v1 import payment_pb2 as pb
+from paykit.v1 import payment_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+REFUSAL_TIMEOUT_S = 3.0
+
+
+def check_answer(name: str, answer: object, expected: object, *, hint: str = "") -> None:
+    """An exercise's check: prints ✓ when `answer == expected`, else prints ✗ with a hint and
+    raises."""
+    if answer == expected:
+        print(f"✓ {name}: right ({answer!r})")
+        return
+    print(f"✗ {name}: not yet. You answered {answer!r}." + (f" Hint: {hint}" if hint else ""))
+    raise AssertionError(f"{name}: {answer!r} is not the expected answer")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout_s: float = 10.0,
+    *,
+    what: str = "the condition",
+    every_s: float = 0.1,
+) -> T:
+    """Calls `predicate` until it returns something truthy (returned); AssertionError after
+    `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
+        time.sleep(every_s)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def servers(cluster) -> pd.DataFrame:
+    """Lesson 1: one row per server of `cluster`: name, pid, port, state, and whether the pid is
+    alive."""
+    rows = [{k: row[k] for k in ("name", "pid", "port", "state")} for row in cluster.status()]
+    for row in rows:
+        row["alive"] = row["pid"] is not None and pid_alive(row["pid"])
+    return pd.DataFrame(rows).astype({"pid": "Int64"})
+
+
+def _try_call(address: str, creds: grpc.ChannelCredentials) -> str:
+    """Signs in as nobody: 'refused: ...' if TLS stops the call, else 'accepted ...' with the
+    gateway's answer."""
+    with grpc.secure_channel(address, creds) as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        try:
+            stub.Authenticate(
+                pb.AuthenticateRequest(username="nobody", password="x"), timeout=REFUSAL_TIMEOUT_S
+            )
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return f"refused: {exc.code().name}: {exc.details()}"
+            why = from_rpc_error(exc)
+            return f"accepted (the call reached the gateway and failed on its own terms: {why})"
+    return "accepted"
+
+
+def refused_without_certificate(cluster) -> str:
+    """Lesson 2: calls the gateway trusting its CA but showing no client certificate."""
+    ca = (Path(cluster.pki_dir) / "ca.pem").read_bytes()
+    return _try_call(cluster.gateway_address, grpc.ssl_channel_credentials(root_certificates=ca))
+
+
+def refused_with_stranger_certificate(cluster) -> str:
+    """Lesson 2: calls the gateway with a client certificate from another CA (a stranger's PKI)."""
+    stranger = ensure_identity(Path(tempfile.mkdtemp(prefix="paykit-stranger-")), CLIENT_CN)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(Path(cluster.pki_dir) / "ca.pem").read_bytes(),
+        private_key=stranger.key.read_bytes(),
+        certificate_chain=stranger.cert.read_bytes(),
+    )
+    return _try_call(cluster.gateway_address, creds)
+
+
+def accepted_with_certificate(cluster) -> str:
+    """Lesson 2: the same call with the cluster's own client certificate (mutual TLS succeeds)."""
+    return _try_call(
+        cluster.gateway_address, channel_credentials(ensure_identity(cluster.pki_dir, CLIENT_CN))
+    )
+
+
+def books(cluster) -> pd.DataFrame:
+    """Every account at every bank, read from the banks' databases (works while a bank is down)."""
+    rows = []
+    for bank in cluster.bank_names:
+        b = read_bank(bank, cluster.bank_db(bank))
+        for account, balance in sorted(b.balances.items()):
+            rows.append(
+                {
+                    "bank": bank,
+                    "account": account,
+                    "balance": format_minor(balance),
+                    "held": format_minor(b.held[account]),
+                    "balance_minor": balance,
+                    "held_minor": b.held[account],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def in_doubt(cluster) -> list[tuple[str, str]]:
+    """Lesson 5: (bank, txn id) of every transaction a bank has prepared but not yet seen
+    decided."""
+    found = []
+    for bank in cluster.bank_names:
+        states = read_bank(bank, cluster.bank_db(bank)).txn_states
+        found += [(bank, txn) for txn, state in sorted(states.items()) if state == "prepared"]
+    return found
+
+
+def wait_recovered(cluster, timeout_s: float = 20.0) -> Report:
+    """Lesson 5: waits until every invariant holds (nothing in doubt, money conserved); returns
+    the report."""
+    last: list[Report] = []
+
+    def healthy() -> bool:
+        last[:] = [check_invariants(cluster)]
+        return last[0].ok
+
+    try:
+        wait_until(healthy, timeout_s, what="recovery", every_s=0.2)
+    except AssertionError:
+        raise AssertionError(f"not recovered within {timeout_s} s:\n{last[0]}") from None
+    return last[0]
+
+
+def pay_concurrently(
+    cluster,
+    username: str,
+    password: str,
+    n: int,
+    to_bank: str,
+    to_account: str,
+    amount: str,
+    *,
+    key: str,
+) -> list[Payment | PaykitError]:
+    """Lesson 4: `n` separate connections signed in as `username` (like n devices) send the same
+    payment with
+    the same key at the same instant, each exactly once (no outbox, no retries); returns each
+    answer."""
+    sessions = [cluster.session() for _ in range(n)]
+    for session in sessions:
+        session.authenticate(username, password)
+    start = threading.Barrier(n)
+    amount_minor = to_minor(amount, None)
+
+    def one(session) -> Payment | PaykitError:
+        start.wait()
+        try:
+            return Payment.from_pb(session.pay(to_bank, to_account, amount_minor, key))
+        except PaykitError as err:
+            return err
+
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            return list(pool.map(one, sessions))
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def payment_story(cluster, payment_id: str) -> pd.DataFrame:
+    """Lessons 3, 5: every 2PC event of one payment, from every server's log, oldest first."""
+    from paykit.lab.logs import read_logs, twopc_events
+
+    steps = twopc_events(read_logs(cluster))
+    steps = steps[steps["payment_id"] == payment_id].copy()
+    steps["ms"] = (steps["ts"] - steps["ts"].min()).dt.total_seconds().mul(1000).round(1)
+    wanted = ["ms", "source", "event", "bank", "leg", "vote", "decision", "reason"]
+    return steps[[c for c in wanted if c in steps.columns]].reset_index(drop=True)
+
+
+def make_traffic(cluster, payments: int = 20, *, retried: int = 1) -> dict[str, int]:
+    """Lesson 7: a small mixed workload: payments that succeed, some declined, one to an unknown
+    bank, and `retried` balance requests sent while the gateway hangs for a moment (so the client
+    retries)."""
+    alice = cluster.client()
+    alice.register("alice", "password123", "alice-acct", "1000", cluster.bank_names[0])
+    alice.authenticate("alice", "password123")
+    counts = {"succeeded": 0, "failed": 0, "errors": 0, "retried": 0}
+    for i in range(payments):
+        amount = (
+            "5000" if i % 5 == 4 else f"{1 + i % 7}.25"
+        )  # every fifth one is more than alice has
+        p = alice.pay(cluster.bank_names[-1], "recipient123", amount)
+        counts[p.status] = counts.get(p.status, 0) + 1
+    try:
+        alice.pay("NoSuchBank", "someone", "1")
+    except PaykitError:
+        counts["errors"] += 1
+    alice.timeout_s = 0.3  # short deadlines, so a hanging gateway makes the client retry
+    for _ in range(retried):
+        cluster.pause("gateway")
+        timer = threading.Timer(0.4, cluster.resume, ["gateway"])
+        timer.start()
+        try:
+            # attempt 1 times out while the gateway hangs; a later attempt gets the answer
+            alice.balance()
+            counts["retried"] += 1
+        finally:
+            timer.join()
+    alice.close()
+    return counts
+
+
+def servers_running_under(folder: Path) -> list[int]:
+    """Lesson 9: pids of paykit servers whose data folder is inside `folder` (none once everything
+    stopped)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            b"paykit" in args
+            and any(a.startswith(str(folder).encode()) for a in args)
+            and pid_alive(int(proc.name))
+        ):
+            found.append(int(proc.name))
+    return found
