@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -50,6 +51,17 @@ def make_cluster(tmp_path):
 @pytest.fixture
 def cluster(make_cluster) -> LocalCluster:
     return make_cluster()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory, request) -> Iterator[LocalCluster]:
+    """One cluster for a whole test module, whose tests only add users and payments to it (or
+    heal what they broke). A module sets its LocalCluster options with CLUSTER = {...}."""
+    options = getattr(request.module, "CLUSTER", {})
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    cluster = LocalCluster(data_dir=folder / "cluster", **options).start()
+    yield cluster
+    cluster.stop()
 
 
 def signed_in(

@@ -42,9 +42,8 @@ from paykit.core.errors import (
     Unavailable,
 )
 
-DEFAULT_BACKOFF = Backoff(
-    first_s=0.5, max_s=30.0
-)  # a gateway back after a long outage is found within 30 s
+# a gateway back after a long outage is found within 30 s
+DEFAULT_BACKOFF = Backoff(first_s=0.5, max_s=30.0)
 NUDGE_EVERY_S = 1.0  # while waiting, ask the channel to reconnect this often (it idles otherwise)
 # Answers after which the payment's fate is unknown: resend later with the same key.
 # AccountLocked is RESOURCE_EXHAUSTED, which is also what a server at its call limit says.

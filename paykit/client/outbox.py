@@ -119,9 +119,8 @@ class Attempt:
     message: str = ""
     payment: bytes | None = None
     maybe_sent: bool = True  # False only when the request certainly never left this machine
-    metadata: dict[str, str] = field(
-        default_factory=dict
-    )  # a refusal's ErrorInfo metadata (its "field")
+    # a refusal's ErrorInfo metadata (its "field")
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 # -- the store --------------------------------------------------------------
@@ -173,9 +172,8 @@ class Outbox:
         self.path = Path(path)
         self.pending_max = pending_max
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(
-            self.path.with_suffix(".lock"), "a+"
-        )  # held open (and locked) until close()
+        # held open (and locked) until close()
+        self._lock_file = open(self.path.with_suffix(".lock"), "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,9 +47,8 @@ class GatewaySession:
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self.raw_channel = secure_channel(
-            address, tls, server_name=GATEWAY_CN
-        )  # only the real gateway
+        # only the real gateway
+        self.raw_channel = secure_channel(address, tls, server_name=GATEWAY_CN)
         self.channel = (
             grpc.intercept_channel(self.raw_channel, *interceptors)
             if interceptors

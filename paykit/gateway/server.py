@@ -80,9 +80,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.users = users_
         self.banks = banks
         self.coordinator = coordinator
-        self._register_lock = (
-            threading.Lock()
-        )  # registration is rare; one at a time keeps it simple
+        # registration is rare; one at a time keeps it simple
+        self._register_lock = threading.Lock()
 
     @servicer_method
     def Register(self, request, context):

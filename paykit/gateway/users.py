@@ -120,9 +120,8 @@ class Users:
         self.token_ttl_ms = int(token_ttl_s * 1000)
         self.lockout_failures = lockout_failures
         self.lockout_ms = int(lockout_s * 1000)
-        self._tokens: OrderedDict[str, tuple[User, int, int]] = (
-            OrderedDict()
-        )  # sha256 -> user, expiry, re-read at
+        # sha256 -> user, expiry, re-read at
+        self._tokens: OrderedDict[str, tuple[User, int, int]] = OrderedDict()
         self._tokens_lock = threading.Lock()
         self._logouts = 0  # a lookup that overlapped a logout does not cache what it read
 

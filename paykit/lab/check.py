@@ -43,9 +43,8 @@ class BankBooks:
     opening: dict[str, int]
     entry_sums: dict[str, int]
     txn_states: dict[str, str]
-    entries_per_txn: dict[str, int] = field(
-        default_factory=dict
-    )  # txn id -> number of ledger entries
+    # txn id -> number of ledger entries
+    entries_per_txn: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_minor(self) -> int:

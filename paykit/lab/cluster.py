@@ -40,9 +40,8 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 GATEWAY = "gateway"
 CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per cluster.client()
-_client_numbers = itertools.count(
-    1
-)  # shared by all clusters of this process, so no two clients share a file
+# shared by all clusters of this process, so no two clients share a file
+_client_numbers = itertools.count(1)
 DEFAULT_SEED_CSV = Path(__file__).resolve().parents[2] / "data" / "accounts.csv"
 _live: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 

@@ -234,9 +234,8 @@ def make_traffic(cluster, payments: int = 20, *, retried: int = 1) -> dict[str, 
     alice.authenticate("alice", "password123")
     counts = {"succeeded": 0, "failed": 0, "errors": 0, "retried": 0}
     for i in range(payments):
-        amount = (
-            "5000" if i % 5 == 4 else f"{1 + i % 7}.25"
-        )  # every fifth one is more than alice has
+        # every fifth one is more than alice has
+        amount = "5000" if i % 5 == 4 else f"{1 + i % 7}.25"
         p = alice.pay(cluster.bank_names[-1], "recipient123", amount)
         counts[p.status] = counts.get(p.status, 0) + 1
     try:

@@ -37,10 +37,10 @@ def pay_request(
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
+def scenario(shared_cluster):
     """Runs register, sign-in, payments, failures and retries; yields what the test needs to look
     for."""
-    cluster = LocalCluster(data_dir=tmp_path_factory.mktemp("logging") / "cluster").start()
+    cluster = shared_cluster
     secrets_used = {
         "alice_pw": "alice-" + secrets.token_hex(8),
         "bob_pw": "bob-" + secrets.token_hex(8),
@@ -48,47 +48,43 @@ def scenario(tmp_path_factory):
         "forged": "pk_" + secrets.token_urlsafe(32),
     }
     facts: dict = {"cluster": cluster, "secrets": secrets_used}
-    try:
-        alice, bob = cluster.client(), cluster.client()
-        alice.register("alice", secrets_used["alice_pw"], "alice-acct", "100", "BankA")
-        bob.register("bob", secrets_used["bob_pw"], "bob-acct", "50", "BankB")
-        with pytest.raises(NotAuthenticated):
-            alice.authenticate("alice", secrets_used["wrong_pw"])
-        secrets_used["alice_token"] = alice.authenticate("alice", secrets_used["alice_pw"]).token
-        secrets_used["bob_token"] = bob.authenticate("bob", secrets_used["bob_pw"]).token
-        facts["paid"] = alice.pay("BankB", "bob-acct", "10")  # succeeds
-        facts["declined"] = alice.pay(
-            "BankB", "bob-acct", "5000"
-        )  # insufficient funds: a failed payment
-        with pytest.raises(PaykitError):
-            alice.pay("BankZ", "bob-acct", "1")  # unknown bank: an error status
-        bob.pay("BankA", "alice-acct", "2")
-        # A retry by hand: the same request, key and request id, sent as attempt 1 then attempt 2.
-        key, request_id = str(uuid.uuid4()), uuid.uuid4().hex
-        for attempt in (1, 2):
-            alice.session.call(
-                "Pay", pay_request(key, 300), attempt=attempt, request_id=request_id, key=key
-            )
-        facts["manual_retry"] = (key, request_id)
-        # A real retry: the gateway hangs (SIGSTOP) so attempt 1 times out; it resumes and a later
-        # attempt lands.
-        impatient = cluster.client(timeout_s=0.5)
-        impatient.token = secrets_used["alice_token"]
-        # connected first, so the hang shows as a deadline, not a failed handshake
-        impatient.balance()
-        cluster.pause("gateway")
-        threading.Timer(1.0, cluster.resume, args=("gateway",)).start()
-        facts["real_retry"] = impatient.balance()
-        # A forged token is refused; then alice signs out.
-        bob.token = secrets_used["forged"]
-        with pytest.raises(NotAuthenticated):
-            bob.balance()
-        alice.logout()
-        for client in (alice, bob, impatient):
-            client.close()
-        yield facts
-    finally:
-        cluster.stop()
+    alice, bob = cluster.client(), cluster.client()
+    alice.register("alice", secrets_used["alice_pw"], "alice-acct", "100", "BankA")
+    bob.register("bob", secrets_used["bob_pw"], "bob-acct", "50", "BankB")
+    with pytest.raises(NotAuthenticated):
+        alice.authenticate("alice", secrets_used["wrong_pw"])
+    secrets_used["alice_token"] = alice.authenticate("alice", secrets_used["alice_pw"]).token
+    secrets_used["bob_token"] = bob.authenticate("bob", secrets_used["bob_pw"]).token
+    facts["paid"] = alice.pay("BankB", "bob-acct", "10")  # succeeds
+    # insufficient funds: a failed payment
+    facts["declined"] = alice.pay("BankB", "bob-acct", "5000")
+    with pytest.raises(PaykitError):
+        alice.pay("BankZ", "bob-acct", "1")  # unknown bank: an error status
+    bob.pay("BankA", "alice-acct", "2")
+    # A retry by hand: the same request, key and request id, sent as attempt 1 then attempt 2.
+    key, request_id = str(uuid.uuid4()), uuid.uuid4().hex
+    for attempt in (1, 2):
+        alice.session.call(
+            "Pay", pay_request(key, 300), attempt=attempt, request_id=request_id, key=key
+        )
+    facts["manual_retry"] = (key, request_id)
+    # A real retry: the gateway hangs (SIGSTOP) so attempt 1 times out; it resumes and a later
+    # attempt lands.
+    impatient = cluster.client(timeout_s=0.5)
+    impatient.token = secrets_used["alice_token"]
+    # connected first, so the hang shows as a deadline, not a failed handshake
+    impatient.balance()
+    cluster.pause("gateway")
+    threading.Timer(1.0, cluster.resume, args=("gateway",)).start()
+    facts["real_retry"] = impatient.balance()
+    # A forged token is refused; then alice signs out.
+    bob.token = secrets_used["forged"]
+    with pytest.raises(NotAuthenticated):
+        bob.balance()
+    alice.logout()
+    for client in (alice, bob, impatient):
+        client.close()
+    yield facts
 
 
 def all_log_files(cluster: LocalCluster) -> list[Path]:
@@ -121,9 +117,8 @@ def test_no_password_token_or_private_key_in_any_log(scenario):
         "BankB.jsonl",
         "gateway.stderr",
     }
-    assert (
-        len([p for p in files if p.parent.name == "clients"]) == 3
-    )  # alice, bob, the impatient one
+    # alice, bob, the impatient one
+    assert len([p for p in files if p.parent.name == "clients"]) == 3
     text = "\n".join(p.read_text(errors="replace") for p in files)
     assert '"rpc.client"' in text and '"rpc"' in text  # we are looking at the real logs
     for name, secret in scenario["secrets"].items():

@@ -1,6 +1,6 @@
 """Crash at every named point of the 2PC path, restart, and check that nothing was lost or doubled.
 
-Harness (paykit.cluster.LocalCluster, one cluster shared by the file, failpoints on):
+Harness (paykit.cluster.LocalCluster, one cluster shared_cluster by the file, failpoints on):
     arm(server, failpoint)  the server SIGKILLs itself when it reaches that point (one shot)
     wait_dead(server)       the crash really happened there
     restart(server)         same port, same database: recovery runs before it serves
@@ -51,28 +51,22 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> LocalCluster:
-    cluster = LocalCluster(
-        failpoints=True, prepare_timeout_s=3.0, data_dir=tmp_path_factory.mktemp("failpoints")
-    ).start()
-    yield cluster
-    cluster.stop()
+CLUSTER = {"failpoints": True, "prepare_timeout_s": 3.0}
 
 
 @pytest.fixture
-def fc(shared: LocalCluster) -> LocalCluster:
+def fc(shared_cluster: LocalCluster) -> LocalCluster:
     """The shared cluster, healed: a failed test must not leave the next one a crashed server."""
-    for name, proc in shared.procs.items():
+    for name, proc in shared_cluster.procs.items():
         if proc.running:
-            shared.disarm(name)
+            shared_cluster.disarm(name)
             if proc.paused:
-                shared.resume(name)
+                shared_cluster.resume(name)
         else:
-            shared.disarm(name)
-            shared.restart(name)
-    wait_settled(shared)
-    return shared
+            shared_cluster.disarm(name)
+            shared_cluster.restart(name)
+    wait_settled(shared_cluster)
+    return shared_cluster
 
 
 def wait_settled(cluster: LocalCluster, timeout_s: float = SETTLE_TIMEOUT_S) -> None:

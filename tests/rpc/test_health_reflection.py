@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from paykit.lab.cluster import GATEWAY, LocalCluster
+from paykit.lab.cluster import GATEWAY
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.pki import CLIENT_CN, ensure_identity
 
@@ -30,18 +30,10 @@ HEALTH, REFLECTION = "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRef
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory):
-    """One cluster for the module: these tests only read."""
-    cluster = LocalCluster(data_dir=tmp_path_factory.mktemp("cluster")).start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def channels(running):
+def channels(shared_cluster):
     """A client-certificate channel to each server, with no token anywhere."""
-    tls = ensure_identity(running.pki_dir, CLIENT_CN)
-    made = {p.name: secure_channel(p.address, tls) for p in running.procs.values()}
+    tls = ensure_identity(shared_cluster.pki_dir, CLIENT_CN)
+    made = {p.name: secure_channel(p.address, tls) for p in shared_cluster.procs.values()}
     yield made
     for channel in made.values():
         channel.close()

@@ -17,7 +17,7 @@ from google.rpc import status_pb2
 
 from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node"
 # googleapis-common-protos ships google/rpc/status.proto and error_details.proto next to their
 # modules.

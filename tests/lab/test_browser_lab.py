@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+LESSONS = Path(__file__).resolve().parents[2] / "lessons"
 LESSON = "08_payment_form.ipynb"
 LAB_READY_S = 60.0
 UI_TIMEOUT_MS = 120_000  # first load of JupyterLab, a kernel and a cluster on 2 busy cores
@@ -99,9 +99,8 @@ def lab(tmp_path):
         yield base, token
     finally:
         if proc.poll() is None:
-            os.killpg(
-                proc.pid, signal.SIGTERM
-            )  # the server, and with it the kernel and the lesson's cluster
+            # the server, and with it the kernel and the lesson's cluster
+            os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -168,9 +167,8 @@ def test_pay_with_the_form_in_jupyterlab(playwright_api, lab, tmp_path):
             )
             expect(page.locator(".paykit-form-balance")).to_contain_text("987.50")
         except Exception:
-            page.screenshot(
-                path=str(tmp_path / "lab-failure.png")
-            )  # what the browser showed, for the report
+            # what the browser showed, for the report
+            page.screenshot(path=str(tmp_path / "lab-failure.png"))
             raise
         finally:
             browser.close()

@@ -10,14 +10,6 @@ from paykit.client.shell import Shell
 from paykit.lab.check import check_invariants, read_bank
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    from paykit import LocalCluster
-
-    with LocalCluster(data_dir=tmp_path_factory.mktemp("payments")) as cluster:
-        yield cluster
-
-
 def balances(cluster) -> dict[tuple[str, str], int]:
     return {
         (b, a): v
@@ -26,33 +18,33 @@ def balances(cluster) -> dict[tuple[str, str], int]:
     }
 
 
-def test_a_successful_payment_moves_the_money_at_both_banks(shared):
-    alice = signed_in(shared, "alice", "alice-acct", "1000", "BankA")
-    before = balances(shared)
+def test_a_successful_payment_moves_the_money_at_both_banks(shared_cluster):
+    alice = signed_in(shared_cluster, "alice", "alice-acct", "1000", "BankA")
+    before = balances(shared_cluster)
     payment = alice.pay("BankB", "recipient123", "200.50")
     assert payment.status == "succeeded" and payment.amount_minor == 20050
-    after = balances(shared)
+    after = balances(shared_cluster)
     assert after[("BankA", "alice-acct")] == before[("BankA", "alice-acct")] - 20050
     assert after[("BankB", "recipient123")] == before[("BankB", "recipient123")] + 20050
     assert alice.balance().available_minor == 100000 - 20050
-    check_invariants(shared).assert_ok()
+    check_invariants(shared_cluster).assert_ok()
 
 
-def test_an_insufficient_funds_payment_moves_none(shared):
-    bob = signed_in(shared, "bob", "bob-acct", "10", "BankA")
-    before = balances(shared)
+def test_an_insufficient_funds_payment_moves_none(shared_cluster):
+    bob = signed_in(shared_cluster, "bob", "bob-acct", "10", "BankA")
+    before = balances(shared_cluster)
     payment = bob.pay("BankB", "recipient123", "10.01")
     assert payment.status == "failed" and payment.failure_reason == "INSUFFICIENT_FUNDS"
     assert "available 10.00, needed 10.01" in payment.failure_message
-    assert balances(shared) == before
+    assert balances(shared_cluster) == before
     assert bob.balance().held_minor == 0
 
 
-def test_payments_within_one_bank_work(shared):
-    carol = signed_in(shared, "carol", "carol-acct", "50", "BankB")
+def test_payments_within_one_bank_work(shared_cluster):
+    carol = signed_in(shared_cluster, "carol", "carol-acct", "50", "BankB")
     assert carol.pay("BankB", "recipient123", "5").status == "succeeded"
     assert carol.balance().balance_minor == 4500
-    check_invariants(shared).assert_ok()
+    check_invariants(shared_cluster).assert_ok()
 
 
 # (what the user types, a piece of the message it must print). Each is run by a signed-in
@@ -88,32 +80,32 @@ BAD_INPUT = [
 
 
 @pytest.fixture(scope="module")
-def dave(shared):
-    return signed_in(shared, "dave", "dave-acct", "1000", "BankA")
+def dave(shared_cluster):
+    return signed_in(shared_cluster, "dave", "dave-acct", "1000", "BankA")
 
 
 @pytest.mark.parametrize(("line", "message"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
-def test_bad_input_gets_its_own_message_and_changes_nothing(shared, dave, line, message):
-    before = balances(shared)
+def test_bad_input_gets_its_own_message_and_changes_nothing(shared_cluster, dave, line, message):
+    before = balances(shared_cluster)
     out = io.StringIO()
     Shell(dave, out).run_line(line)
     printed = out.getvalue()
     assert printed.startswith("[CLIENT] ") and message in printed, printed
-    assert balances(shared) == before
+    assert balances(shared_cluster) == before
     assert dave.balance().held_minor == 0
 
 
 @pytest.mark.parametrize("line", ["balance", "pay BankB recipient123 5", "search"])
-def test_commands_before_auth_say_to_sign_in(shared, line):
-    before = balances(shared)
+def test_commands_before_auth_say_to_sign_in(shared_cluster, line):
+    before = balances(shared_cluster)
     out = io.StringIO()
-    Shell(shared.client(), out).run_line(line)
+    Shell(shared_cluster.client(), out).run_line(line)
     assert "not signed in" in out.getvalue() and "auth USER PASSWORD" in out.getvalue()
-    assert balances(shared) == before
+    assert balances(shared_cluster) == before
 
 
-def test_wrong_password_does_not_sign_in(shared):
-    client = shared.client()
+def test_wrong_password_does_not_sign_in(shared_cluster):
+    client = shared_cluster.client()
     out = io.StringIO()
     shell = Shell(client, out)
     shell.run_line("register hal password123 hal-acct 10")
@@ -126,26 +118,28 @@ def test_wrong_password_does_not_sign_in(shared):
     assert client.authenticate("hal", PASSWORD).username == "hal"
 
 
-def test_search_filters_the_users_own_history(shared):
-    ivy = signed_in(shared, "ivy", "ivy-acct", "100", "BankA")
-    jon = signed_in(shared, "jon", "jon-acct", "100", "BankB")
+def test_search_filters_the_users_own_history(shared_cluster):
+    ivy = signed_in(shared_cluster, "ivy", "ivy-acct", "100", "BankA")
+    jon = signed_in(shared_cluster, "jon", "jon-acct", "100", "BankB")
     ivy.pay("BankB", "jon-acct", "10")
     ivy.pay("BankB", "recipient123", "20")
     ivy.pay("BankB", "recipient123", "500")  # fails: insufficient funds
     jon.pay("BankA", "ivy-acct", "1")
+    # newest first, in and out
     assert [p.amount_minor for p in ivy.search()] == [
         100,
         50000,
         2000,
         1000,
-    ]  # newest first, in and out
+    ]
     assert [p.amount_minor for p in ivy.search(status="failed")] == [50000]
     assert [p.amount_minor for p in ivy.search(counterparty="BankB/jon-acct")] == [100, 1000]
     assert [p.amount_minor for p in ivy.search(min_amount="5", max_amount="100")] == [2000, 1000]
+    # jon sees nothing of ivy's other payments
     assert [p.amount_minor for p in jon.search()] == [
         100,
         1000,
-    ]  # jon sees nothing of ivy's other payments
+    ]
     out = io.StringIO()
     Shell(ivy, out).run_line("search status=succeeded")
     assert out.getvalue().splitlines()[0] == "[CLIENT] 3 payments"

@@ -26,6 +26,8 @@ from paykit.lab.check import check_invariants, read_gateway, total_money
 from paykit.lab.lessons import wait_until
 from paykit.v1 import payment_pb2 as pb
 
+CLUSTER = {"prepare_timeout_s": 2.0}
+
 
 def session(
     cluster, username: str, opening_minor: int = 100_000, bank: str = "BankA"
@@ -40,28 +42,19 @@ def payments_for(cluster, key: str):
     return [p for p in read_gateway(cluster.gateway_db()) if p.idempotency_key == key]
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    from paykit import LocalCluster
-
-    cluster = LocalCluster(prepare_timeout_s=2.0, data_dir=tmp_path_factory.mktemp("idem")).start()
-    yield cluster
-    cluster.stop()
-
-
-def test_a_retry_replays_the_stored_response_byte_for_byte(shared):
-    ada = session(shared, "ada")
+def test_a_retry_replays_the_stored_response_byte_for_byte(shared_cluster):
+    ada = session(shared_cluster, "ada")
     key = str(uuid.uuid4())
     first = ada.pay_bytes("BankB", "recipient123", 2_500, key)
     assert pb.PayResponse.FromString(first).payment.status == pb.PAYMENT_STATUS_SUCCEEDED
     # The same bytes every time, and the money moved once.
     assert [ada.pay_bytes("BankB", "recipient123", 2_500, key) for _ in range(3)] == [first] * 3
     assert ada.balance().balance_minor == 100_000 - 2_500
-    assert len(payments_for(shared, key)) == 1
+    assert len(payments_for(shared_cluster, key)) == 1
 
 
-def test_a_declined_payment_is_replayed_too_even_after_the_money_arrives(shared):
-    bea = session(shared, "bea", opening_minor=1_000)
+def test_a_declined_payment_is_replayed_too_even_after_the_money_arrives(shared_cluster):
+    bea = session(shared_cluster, "bea", opening_minor=1_000)
     key = str(uuid.uuid4())
     first = bea.pay_bytes("BankB", "recipient123", 5_000, key)
     declined = pb.PayResponse.FromString(first).payment
@@ -71,7 +64,7 @@ def test_a_declined_payment_is_replayed_too_even_after_the_money_arrives(shared)
     )
     # The account gets the money from someone else; a retry still gets the stored refusal,
     # because the key names that one attempt, not "try again now".
-    session(shared, "cem").pay("BankA", "bea-acct", 10_000, str(uuid.uuid4()))
+    session(shared_cluster, "cem").pay("BankA", "bea-acct", 10_000, str(uuid.uuid4()))
     assert bea.pay_bytes("BankB", "recipient123", 5_000, key) == first
     assert bea.balance().balance_minor == 11_000
     # An unknown payee is a NO vote: a decided failure, stored and replayed the same way.
@@ -81,8 +74,8 @@ def test_a_declined_payment_is_replayed_too_even_after_the_money_arrives(shared)
     assert bea.pay_bytes("BankB", "nobody-here", 100, key2) == nobody
 
 
-def test_the_same_key_with_other_parameters_is_refused(shared):
-    dan = session(shared, "dan")
+def test_the_same_key_with_other_parameters_is_refused(shared_cluster):
+    dan = session(shared_cluster, "dan")
     key = str(uuid.uuid4())
     dan.pay("BankB", "recipient123", 1_000, key)
     for other in (
@@ -96,20 +89,20 @@ def test_the_same_key_with_other_parameters_is_refused(shared):
     # FAILED_PRECONDITION on the wire, and nothing moved for the refused reuses.
     assert IdempotencyKeyReused.code == "FAILED_PRECONDITION"
     assert dan.balance().balance_minor == 99_000
-    assert len(payments_for(shared, key)) == 1
+    assert len(payments_for(shared_cluster, key)) == 1
 
 
-def test_keys_belong_to_their_user(shared):
-    eve, fay = session(shared, "eve"), session(shared, "fay")
+def test_keys_belong_to_their_user(shared_cluster):
+    eve, fay = session(shared_cluster, "eve"), session(shared_cluster, "fay")
     key = str(uuid.uuid4())
     # Two users may use the same key: each gets their own payment.
     assert eve.pay("BankB", "recipient123", 700, key).status == pb.PAYMENT_STATUS_SUCCEEDED
     assert fay.pay("BankB", "recipient123", 700, key).status == pb.PAYMENT_STATUS_SUCCEEDED
-    assert len(payments_for(shared, key)) == 2
+    assert len(payments_for(shared_cluster, key)) == 2
 
 
-def test_validation_errors_are_not_stored(shared):
-    gus = session(shared, "gus")
+def test_validation_errors_are_not_stored(shared_cluster):
+    gus = session(shared_cluster, "gus")
     key = str(uuid.uuid4())
     for bad in (
         ("BankB", "recipient123", 0),
@@ -120,16 +113,16 @@ def test_validation_errors_are_not_stored(shared):
         with pytest.raises(PaykitError) as caught:
             gus.pay(*bad, key)
         assert not isinstance(caught.value, IdempotencyKeyReused)
-    assert payments_for(shared, key) == []
+    assert payments_for(shared_cluster, key) == []
     # The key is still free: a good request with it runs.
     assert gus.pay("BankB", "recipient123", 100, key).status == pb.PAYMENT_STATUS_SUCCEEDED
     with pytest.raises(InvalidInput):
         gus.pay("BankB", "recipient123", 100, "not-a-uuid")
 
 
-def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_answer(shared):
-    hal = session(shared, "hal")
-    money_before = total_money(shared)
+def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_answer(shared_cluster):
+    hal = session(shared_cluster, "hal")
+    money_before = total_money(shared_cluster)
     key = str(uuid.uuid4())
     answers: list = []
     lock = threading.Lock()
@@ -146,13 +139,15 @@ def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_ans
 
     # The payee's bank hangs for a moment, so the first send is still in progress while the
     # seven duplicates arrive.
-    shared.pause("BankB")
+    shared_cluster.pause("BankB")
     threads = [threading.Thread(target=send) for _ in range(8)]
     for t in threads:
         t.start()
     try:
         wait_until(
-            lambda: len(payments_for(shared, key)) == 1, 15.0, what="the first send's payment row"
+            lambda: len(payments_for(shared_cluster, key)) == 1,
+            15.0,
+            what="the first send's payment row",
         )
         wait_until(
             lambda: sum(isinstance(a, InProgress) for a in answers) == 7,
@@ -160,7 +155,7 @@ def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_ans
             what="seven IN_PROGRESS answers",
         )
     finally:
-        shared.resume("BankB")
+        shared_cluster.resume("BankB")
     for t in threads:
         t.join(timeout=30)
     stored = [a for a in answers if isinstance(a, bytes)]
@@ -169,15 +164,15 @@ def test_concurrent_duplicates_run_once_and_the_rest_hear_in_progress_or_the_ans
     # Retried now, every duplicate gets the one stored answer; one payment ran, once.
     assert hal.pay_bytes("BankB", "recipient123", 3_000, key) == stored[0]
     status = pb.PayResponse.FromString(stored[0]).payment.status
-    assert len(payments_for(shared, key)) == 1
+    assert len(payments_for(shared_cluster, key)) == 1
     paid = 3_000 if status == pb.PAYMENT_STATUS_SUCCEEDED else 0
-    wait_until(lambda: check_invariants(shared).ok, 15.0, what="nothing in doubt")
+    wait_until(lambda: check_invariants(shared_cluster).ok, 15.0, what="nothing in doubt")
     assert hal.balance().balance_minor == 100_000 - paid
-    assert total_money(shared) == money_before
+    assert total_money(shared_cluster) == money_before
 
 
-def test_concurrent_duplicates_without_a_slow_bank_still_pay_once(shared):
-    ivy = session(shared, "ivy")
+def test_concurrent_duplicates_without_a_slow_bank_still_pay_once(shared_cluster):
+    ivy = session(shared_cluster, "ivy")
     key = str(uuid.uuid4())
     answers: list = []
     start = threading.Barrier(6)
@@ -197,7 +192,7 @@ def test_concurrent_duplicates_without_a_slow_bank_still_pay_once(shared):
     final = ivy.pay_bytes("BankB", "recipient123", 1_234, key)
     assert all(a == final for a in answers if isinstance(a, bytes))
     assert ivy.balance().balance_minor == 100_000 - 1_234
-    assert len(payments_for(shared, key)) == 1
+    assert len(payments_for(shared_cluster, key)) == 1
 
 
 def test_keys_older_than_the_retention_are_pruned(make_cluster):

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+LESSONS = Path(__file__).resolve().parents[2] / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
 # Absolute paths of a machine (a home folder, a temp folder, this checkout) must not leak into a
 # lesson.

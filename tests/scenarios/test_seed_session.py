@@ -101,9 +101,8 @@ def test_paykit_up_serves_the_seed_ports_and_ctrl_c_stops_all_three(tmp_path):
         result = paykit("client", "--gateway", "127.0.0.1:50050", input=SEED_SESSION, env=env)
         assert_session(result.stdout)
     finally:
-        os.killpg(
-            up.pid, signal.SIGINT
-        )  # what Ctrl+C in a terminal does: the whole foreground group
+        # what Ctrl+C in a terminal does: the whole foreground group
+        os.killpg(up.pid, signal.SIGINT)
         up.wait(20)
     assert "all stopped" in up.stdout.read()
     for pid in pids:

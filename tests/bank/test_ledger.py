@@ -49,15 +49,13 @@ def test_opening_an_account_twice_or_badly_changes_nothing(tmp_path):
 def test_only_the_same_registration_may_open_an_account_again(tmp_path):
     ledger = Ledger(tmp_path / "BankA.db", bank="BankA")
     assert ledger.open_account("acct", 100, opened_for="alice") is True
-    assert (
-        ledger.open_account("acct", 100, opened_for="alice") is False
-    )  # a retry: nothing opened twice
+    # a retry: nothing opened twice
+    assert ledger.open_account("acct", 100, opened_for="alice") is False
     for other in (("acct", 100, "mallory"), ("acct", 100, ""), ("acct", 999, "alice")):
         with pytest.raises(AlreadyExists):
             ledger.open_account(*other)
-    ledger.open_account(
-        "seeded", 50
-    )  # opened for nobody (the seed file): never "retried" by anyone
+    # opened for nobody (the seed file): never "retried" by anyone
+    ledger.open_account("seeded", 50)
     with pytest.raises(AlreadyExists):
         ledger.open_account("seeded", 50, opened_for="alice")
     assert ledger.balance("acct").balance_minor == 100

@@ -80,18 +80,16 @@ def test_killed_kernel_leaves_no_server(kernel, tmp_path):
     km, kc = kernel
     pids = start_cluster(kc, tmp_path)
     kernel_pid = km.provisioner.process.pid
-    os.kill(
-        kernel_pid, signal.SIGKILL
-    )  # no atexit, no finally: only the stdin pipes can tell the servers
+    # no atexit, no finally: only the stdin pipes can tell the servers
+    os.kill(kernel_pid, signal.SIGKILL)
     assert_all_gone(pids)
 
 
 def test_restarted_kernel_leaves_no_server(kernel, tmp_path):
     km, kc = kernel
     pids = start_cluster(kc, tmp_path)
-    km.restart_kernel(
-        now=False
-    )  # what JupyterLab's "Restart Kernel" does: ask, then kill if it lingers
+    # what JupyterLab's "Restart Kernel" does: ask, then kill if it lingers
+    km.restart_kernel(now=False)
     assert_all_gone(pids)
     kc.wait_for_ready(timeout=60)
     reply, _ = run(kc, "'cluster' in dir()")

@@ -97,9 +97,8 @@ def test_a_bank_commit_lost_to_a_power_cut_is_applied_again_by_its_resolver(fc, 
         15.0,
         what="the resolver to apply the lost commit",
     )
-    assert (
-        payee_balance(fc) == payee_before + AMOUNT_MINOR
-    )  # credited once, not zero times, not twice
+    # credited once, not zero times, not twice
+    assert payee_balance(fc) == payee_before + AMOUNT_MINOR
     assert total_money(fc) == money_before
     check_invariants(fc).assert_ok()
     assert payer.pay(PAYEE_BANK, PAYEE, AMOUNT_MINOR, key) == answer[0]  # the key still replays

@@ -19,6 +19,9 @@ from paykit.v1 import payment_pb2_grpc as pb_grpc
 CALL_TIMEOUT_S = 5.0
 
 
+CLUSTER = {"banks": ("BankA",)}
+
+
 def service_methods(service) -> set[str]:
     return {f"/{service.full_name}/{m.name}" for m in service.methods}
 
@@ -49,17 +52,8 @@ def test_every_rpc_in_the_descriptors_has_an_entry():
     }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(
-        banks=("BankA",), data_dir=tmp_path_factory.mktemp("access") / "cluster"
-    ).start()
-    yield c
-    c.stop()
-
-
-def channel_as(cluster: LocalCluster, address: str, holder: str) -> grpc.Channel:
-    return secure_channel(address, ensure_identity(cluster.pki_dir, holder))
+def channel_as(shared_cluster: LocalCluster, address: str, holder: str) -> grpc.Channel:
+    return secure_channel(address, ensure_identity(shared_cluster.pki_dir, holder))
 
 
 def served_methods(channel: grpc.Channel) -> set[str]:
@@ -74,15 +68,15 @@ def served_methods(channel: grpc.Channel) -> set[str]:
     return methods
 
 
-def test_every_rpc_the_servers_serve_has_an_entry(cluster):
-    for address in (cluster.gateway_address, cluster.bank_address("BankA")):
-        with channel_as(cluster, address, CLIENT_CN) as channel:
+def test_every_rpc_the_servers_serve_has_an_entry(shared_cluster):
+    for address in (shared_cluster.gateway_address, shared_cluster.bank_address("BankA")):
+        with channel_as(shared_cluster, address, CLIENT_CN) as channel:
             served = served_methods(channel)
         assert served, f"reflection listed nothing at {address}"
         assert served <= set(ACCESS), f"served but not in ACCESS: {sorted(served - set(ACCESS))}"
 
 
-def test_user_methods_need_a_token(cluster):
+def test_user_methods_need_a_token(shared_cluster):
     # Every USER method of the Gateway, called with a client certificate and no token.
     requests = {
         m.name: getattr(pb, m.input_type.name)()
@@ -92,7 +86,7 @@ def test_user_methods_need_a_token(cluster):
         name for name in requests if ACCESS[f"/paykit.v1.Gateway/{name}"] is Access.USER
     ]
     assert {"GetBalance", "Pay", "SearchPayments", "GetPayment", "Logout"} <= set(user_methods)
-    with channel_as(cluster, cluster.gateway_address, CLIENT_CN) as channel:
+    with channel_as(shared_cluster, shared_cluster.gateway_address, CLIENT_CN) as channel:
         stub = pb_grpc.GatewayStub(channel)
         for name in user_methods:
             with pytest.raises(grpc.RpcError) as caught:
@@ -104,9 +98,9 @@ def test_user_methods_need_a_token(cluster):
 @pytest.mark.parametrize(
     "holder, allowed", [(bank_cn("BankA"), True), (CLIENT_CN, False), (GATEWAY_CN, False)]
 )
-def test_only_banks_ask_the_coordinator(cluster, holder, allowed):
+def test_only_banks_ask_the_coordinator(shared_cluster, holder, allowed):
     # GetDecision is BANK: a bank's certificate gets the presumed-abort answer, others are refused.
-    with channel_as(cluster, cluster.gateway_address, holder) as channel:
+    with channel_as(shared_cluster, shared_cluster.gateway_address, holder) as channel:
         call = pb_grpc.CoordinatorStub(channel).GetDecision
         request = pb.GetDecisionRequest(txn_id="0" * 32 + ".debit")
         if allowed:
@@ -118,10 +112,10 @@ def test_only_banks_ask_the_coordinator(cluster, holder, allowed):
             assert holder in caught.value.details()
 
 
-def test_the_gateway_certificate_may_call_a_bank(cluster):
+def test_the_gateway_certificate_may_call_a_bank(shared_cluster):
     # The positive side of GATEWAY: the same call a client is refused (test_tls) works for the
     # gateway.
-    with channel_as(cluster, cluster.bank_address("BankA"), GATEWAY_CN) as channel:
+    with channel_as(shared_cluster, shared_cluster.bank_address("BankA"), GATEWAY_CN) as channel:
         reply = pb_grpc.BankStub(channel).GetBalance(
             pb.BankBalanceRequest(account_id="merchant-a"), timeout=CALL_TIMEOUT_S
         )

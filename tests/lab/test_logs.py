@@ -10,15 +10,15 @@ import pandas as pd  # the lessons extra: these tests need it (no skip)
 import pytest
 from conftest import signed_in
 
-from paykit import LocalCluster
 from paykit.core.errors import InvalidInput
 from paykit.lab.logs import COLUMNS, log_files, read_logs, retried_requests, rpc_calls, twopc_events
 from paykit.v1 import payment_pb2 as pb
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(data_dir=tmp_path_factory.mktemp("frame") / "cluster").start()
+def cluster(shared_cluster):
+    """The module's cluster after a payment, a declined one and a retried request."""
+    c = shared_cluster
     ada = signed_in(c, "ada", "ada-acct", "100", "BankA")
     c.paid = ada.pay("BankB", "recipient123", "12.50")
     c.declined = ada.pay("BankB", "recipient123", "1000")  # insufficient funds
@@ -30,8 +30,7 @@ def cluster(tmp_path_factory):
         ada.session.call("Pay", request, attempt=attempt, request_id=request_id, key=key)
     c.retried_request_id = request_id
     ada.close()
-    yield c
-    c.stop()
+    return c
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +117,7 @@ def test_bad_sources_say_what_is_wrong(tmp_path):
 
 
 def test_without_pandas_the_error_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "pandas", None
-    )  # `import pandas` now fails, as without the extra
+    # `import pandas` now fails, as without the extra
+    monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="lessons"):
         read_logs(tmp_path)

@@ -84,9 +84,8 @@ def test_fifty_payments_queued_by_two_clients_while_the_gateway_is_down_end_exac
             )
             assert p.status == "queued" and p.outbox_id, p
             queued[name].append(p)
-    assert [e.short_id for e in alice.queue()] == [
-        p.outbox_id for p in queued["alice"]
-    ]  # FIFO order kept
+    # FIFO order kept
+    assert [e.short_id for e in alice.queue()] == [p.outbox_id for p in queued["alice"]]
     cluster.restart("gateway")
     restarted = time.monotonic()
     wait_until(
@@ -109,16 +108,16 @@ def test_fifty_payments_queued_by_two_clients_while_the_gateway_is_down_end_exac
                 (p.payment_id, "commit" if p.succeeded else "abort")
             ]
     bob_paid = [p for _, p in done["bob"] if p.succeeded]
+    # 14 x 7.00 = 98.00 of 100.00
     assert len(bob_paid) == 14 and all(
         p.failure_reason == "INSUFFICIENT_FUNDS" for _, p in done["bob"][14:]
-    )  # 14 x 7.00 = 98.00 of 100.00
+    )
     assert bob.balance().balance_minor == 10_000 - 14 * 700
     alice_paid = sum(p.amount_minor for _, p in done["alice"] if p.succeeded)
     assert alice_paid == sum(i * 100 + 125 for i in range(25))
     assert alice.balance().balance_minor == 100_000 - alice_paid
-    assert (
-        total_money(cluster) == money + 100_000 + 10_000
-    )  # only the two opening deposits were added
+    # only the two opening deposits were added
+    assert total_money(cluster) == money + 100_000 + 10_000
     assert_settled(cluster)
     alice.close()
     bob.close()
@@ -129,9 +128,8 @@ def test_gateway_dies_after_committing_before_replying_and_the_resend_gets_the_s
 ):
     cluster = make_cluster(failpoints=True)
     alice = new_user(cluster, "alice", "1000", tmp_path / "outbox")
-    cluster.arm(
-        "gateway", "gateway.before_reply"
-    )  # commit logged and sent, then SIGKILL before the reply
+    # commit logged and sent, then SIGKILL before the reply
+    cluster.arm("gateway", "gateway.before_reply")
     key = str(uuid.uuid4())
     p = alice.pay("BankB", "recipient123", "200", key=key)
     # No answer came back: the payment stays queued with its key, and may not be cancelled.
@@ -142,13 +140,11 @@ def test_gateway_dies_after_committing_before_replying_and_the_resend_gets_the_s
     ended = next(alice.completions(timeout_s=DEADLINE_S))
     assert ended.status == "succeeded" and ended.outbox_id == p.outbox_id
     rows = payments_for_key(cluster, key)
-    assert [(r["payment_id"], r["decision"]) for r in rows] == [
-        (ended.payment_id, "commit")
-    ]  # it ran once
+    # it ran once
+    assert [(r["payment_id"], r["decision"]) for r in rows] == [(ended.payment_id, "commit")]
     assert alice.balance().balance_minor == 100_000 - 20_000  # the money moved once
-    assert (
-        alice.pay("BankB", "recipient123", "200", key=key) == ended
-    )  # a retry replays the same answer
+    # a retry replays the same answer
+    assert alice.pay("BankB", "recipient123", "200", key=key) == ended
     assert_settled(cluster)
     alice.close()
 
@@ -234,9 +230,8 @@ def test_a_client_killed_with_sigkill_finishes_the_payment_exactly_once_when_res
     if moment == "after_queuing":
         cluster.kill("gateway")  # the payment can only be queued
     else:
-        cluster.arm(
-            "gateway", "gateway.before_reply", "pause"
-        )  # commits, then hangs before replying
+        # commits, then hangs before replying
+        cluster.arm("gateway", "gateway.before_reply", "pause")
     child.stdin.write("pay\n")
     child.stdin.close()
     read_event(child, "paying")
@@ -338,10 +333,11 @@ def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_f
     }
     for name, tls in cases.items():
         bad = PaymentClient(cluster.gateway_address, tls=tls, outbox_dir=tmp_path / name)
+        # a session made elsewhere
         bad.session.token, bad.session.username = (
             good.token,
             good.username,
-        )  # a session made elsewhere
+        )
         notices: list[Notice] = []
         bad.on_notice(notices.append)
         started = time.monotonic()
@@ -357,9 +353,8 @@ def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_f
             assert any(n.kind == PAUSED_TLS and "certificate" in n.message for n in notices), (
                 notices
             )
-            assert [e.short_id for e in bad.queue()] == [
-                p.outbox_id
-            ]  # kept, not dropped, and not resent
+            # kept, not dropped, and not resent
+            assert [e.short_id for e in bad.queue()] == [p.outbox_id]
             bad.cancel(p.outbox_id)
             assert bad.pending_count() == 0
         bad.close()

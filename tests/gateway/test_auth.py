@@ -14,7 +14,7 @@ import grpc
 import pytest
 from conftest import signed_in
 
-from paykit import LocalCluster, PaymentClient
+from paykit import PaymentClient
 from paykit.core.errors import NotAuthenticated
 from paykit.gateway.users import BAD_LOGIN, PASSWORD_MAX_LEN, USERNAME_MAX_LEN, hash_token
 from paykit.lab.check import total_money
@@ -28,20 +28,15 @@ LOCKOUT_S = 1.5
 CALL_TIMEOUT_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(
-        data_dir=tmp_path_factory.mktemp("auth") / "cluster",
-        gateway_args=("--lockout-failures", str(LOCKOUT_FAILURES), "--lockout-s", str(LOCKOUT_S)),
-    ).start()
-    yield c
-    c.stop()
+CLUSTER = {
+    "gateway_args": ("--lockout-failures", str(LOCKOUT_FAILURES), "--lockout-s", str(LOCKOUT_S))
+}
 
 
 @pytest.fixture(scope="module")
-def stub(cluster):
+def stub(shared_cluster):
     with secure_channel(
-        cluster.gateway_address, ensure_identity(cluster.pki_dir, CLIENT_CN)
+        shared_cluster.gateway_address, ensure_identity(shared_cluster.pki_dir, CLIENT_CN)
     ) as channel:
         yield pb_grpc.GatewayStub(channel)
 
@@ -65,17 +60,17 @@ def balance_minor(client: PaymentClient) -> int:
 # -- what the database holds ------------------------------------------------------------
 
 
-def test_gateway_database_holds_no_password_and_no_token(cluster):
+def test_gateway_database_holds_no_password_and_no_token(shared_cluster):
     password = new_password()
-    client = cluster.client()
+    client = shared_cluster.client()
     client.register("dbcheck", password, "dbcheck-acct", "10", "BankA")
     token = client.authenticate("dbcheck", password).token
-    raw = b"".join(p.read_bytes() for p in cluster.gateway_db().parent.glob("gateway.db*"))
+    raw = b"".join(p.read_bytes() for p in shared_cluster.gateway_db().parent.glob("gateway.db*"))
     assert password.encode() not in raw
     assert token.encode() not in raw and token.split("_", 1)[1].encode() not in raw
     # What is there instead: the token's SHA-256, and a salted scrypt hash of the password.
     assert hash_token(token).encode() in raw
-    with sqlite3.connect(f"file:{cluster.gateway_db()}?mode=ro", uri=True) as conn:
+    with sqlite3.connect(f"file:{shared_cluster.gateway_db()}?mode=ro", uri=True) as conn:
         salt, digest = conn.execute(
             "SELECT password_salt, password_hash FROM users WHERE username = 'dbcheck'"
         ).fetchone()
@@ -88,9 +83,9 @@ def test_gateway_database_holds_no_password_and_no_token(cluster):
 # -- tokens ------------------------------------------------------------------------------
 
 
-def test_bad_tokens_are_unauthenticated_with_a_clear_message(cluster, stub):
+def test_bad_tokens_are_unauthenticated_with_a_clear_message(shared_cluster, stub):
     password = new_password()
-    client = signed_in(cluster, "tokens", "tokens-acct", password=password)
+    client = signed_in(shared_cluster, "tokens", "tokens-acct", password=password)
     good = client.token
     assert (
         stub.GetBalance(
@@ -137,8 +132,8 @@ def test_expired_token_is_unauthenticated(make_cluster):
 # -- passwords, lockout, names -------------------------------------------------------------
 
 
-def test_unknown_user_and_wrong_password_get_the_same_reply(cluster, stub):
-    signed_in(cluster, "samereply", "samereply-acct")
+def test_unknown_user_and_wrong_password_get_the_same_reply(shared_cluster, stub):
+    signed_in(shared_cluster, "samereply", "samereply-acct")
     wrong = refused(
         stub.Authenticate, pb.AuthenticateRequest(username="samereply", password="not-the-password")
     )
@@ -150,9 +145,9 @@ def test_unknown_user_and_wrong_password_get_the_same_reply(cluster, stub):
     assert (wrong.code(), wrong.details()) == (grpc.StatusCode.UNAUTHENTICATED, BAD_LOGIN)
 
 
-def test_lockout_after_repeated_failures_then_unlock(cluster, stub):
+def test_lockout_after_repeated_failures_then_unlock(shared_cluster, stub):
     password = new_password()
-    signed_in(cluster, "locky", "locky-acct", password=password)
+    signed_in(shared_cluster, "locky", "locky-acct", password=password)
     for _ in range(LOCKOUT_FAILURES):
         err = refused(
             stub.Authenticate, pb.AuthenticateRequest(username="locky", password="wrong-password")
@@ -179,7 +174,7 @@ def test_lockout_after_repeated_failures_then_unlock(cluster, stub):
     assert time.monotonic() - locked_at >= LOCKOUT_S - 0.5  # it really stayed locked for the period
 
 
-def test_over_long_password_and_username_are_refused_quickly(cluster, stub):
+def test_over_long_password_and_username_are_refused_quickly(shared_cluster, stub):
     huge = "x" * 200_000  # far over the limit, still under gRPC's 1 MiB message cap
     started = time.monotonic()
     err = refused(stub.Authenticate, pb.AuthenticateRequest(username="anyone", password=huge))
@@ -217,8 +212,8 @@ def test_over_long_password_and_username_are_refused_quickly(cluster, stub):
     assert time.monotonic() - started < 1.0
 
 
-def test_look_alike_usernames_cannot_register_twice(cluster, stub):
-    signed_in(cluster, "Carol", "carol-acct")
+def test_look_alike_usernames_cannot_register_twice(shared_cluster, stub):
+    signed_in(shared_cluster, "Carol", "carol-acct")
     for look_alike in (
         "carol",
         "CAROL",
@@ -236,7 +231,7 @@ def test_look_alike_usernames_cannot_register_twice(cluster, stub):
         )
         assert err.code() == grpc.StatusCode.ALREADY_EXISTS, look_alike
     # The refused registrations opened no account; the look-alike signs in as the one user.
-    with sqlite3.connect(f"file:{cluster.bank_db('BankA')}?mode=ro", uri=True) as conn:
+    with sqlite3.connect(f"file:{shared_cluster.bank_db('BankA')}?mode=ro", uri=True) as conn:
         assert (
             conn.execute(
                 "SELECT COUNT(*) FROM accounts WHERE account_id = 'carol-other'"
@@ -254,14 +249,14 @@ def test_look_alike_usernames_cannot_register_twice(cluster, stub):
 
 
 @pytest.fixture(scope="module")
-def alice_and_bob(cluster):
-    alice = signed_in(cluster, "alice", "alice-acct", "500", "BankA")
-    bob = signed_in(cluster, "bob", "bob-acct", "700", "BankB")
+def alice_and_bob(shared_cluster):
+    alice = signed_in(shared_cluster, "alice", "alice-acct", "500", "BankA")
+    bob = signed_in(shared_cluster, "bob", "bob-acct", "700", "BankB")
     bob.pay("BankA", "alice-acct", "7")  # so bob has a history to peek at
     return alice, bob
 
 
-def test_cannot_read_another_users_balance(cluster, stub, alice_and_bob):
+def test_cannot_read_another_users_balance(shared_cluster, stub, alice_and_bob):
     alice, bob = alice_and_bob
     bobs_balance = str(balance_minor(bob))
     for request in (
@@ -273,7 +268,7 @@ def test_cannot_read_another_users_balance(cluster, stub, alice_and_bob):
         assert bobs_balance not in err.details()  # no figure leaks
 
 
-def test_cannot_search_another_users_history(cluster, stub, alice_and_bob):
+def test_cannot_search_another_users_history(shared_cluster, stub, alice_and_bob):
     alice, bob = alice_and_bob
     for name in ("bob", "BOB"):
         err = refused(stub.SearchPayments, pb.SearchPaymentsRequest(username=name), alice.token)
@@ -289,12 +284,12 @@ def test_cannot_search_another_users_history(cluster, stub, alice_and_bob):
     assert alice.get_payment(bobs.payment_id).amount_minor == 700
 
 
-def test_cannot_pay_from_another_users_account(cluster, stub, alice_and_bob):
+def test_cannot_pay_from_another_users_account(shared_cluster, stub, alice_and_bob):
     alice, bob = alice_and_bob
     before = (
         balance_minor(alice),
         balance_minor(bob),
-        total_money(cluster),
+        total_money(shared_cluster),
         len(bob.search()),
         len(alice.search()),
     )
@@ -311,7 +306,7 @@ def test_cannot_pay_from_another_users_account(cluster, stub, alice_and_bob):
     after = (
         balance_minor(alice),
         balance_minor(bob),
-        total_money(cluster),
+        total_money(shared_cluster),
         len(bob.search()),
         len(alice.search()),
     )

@@ -19,9 +19,8 @@ from paykit.v1 import payment_pb2_grpc as pb_grpc
 def test_a_paused_payee_bank_times_out_the_payment_and_nothing_moves(make_cluster):
     cluster = make_cluster(prepare_timeout_s=1.0)
     alice = signed_in(cluster, "alice", "alice-acct", "100", "BankA")
-    assert (
-        alice.pay("BankB", "recipient123", "1").status == "succeeded"
-    )  # the gateway's channel to BankB is up
+    # the gateway's channel to BankB is up
+    assert alice.pay("BankB", "recipient123", "1").status == "succeeded"
     money_before = total_money(cluster)
     cluster.pause("BankB")  # SIGSTOP: BankB hangs without dying, past --prepare-timeout-s
     try:
