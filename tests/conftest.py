@@ -71,9 +71,10 @@ def signed_in(
     opening: str = "1000",
     bank: str = "BankA",
     password: str = PASSWORD,
+    **client_options,
 ) -> PaymentClient:
-    """A client with a freshly registered, signed-in user."""
-    client = cluster.client()
+    """A client with a freshly registered, signed-in user (options go to cluster.client)."""
+    client = cluster.client(**client_options)
     client.register(username, password, account, opening, bank)
     client.authenticate(username, password)
     return client

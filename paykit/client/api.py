@@ -244,9 +244,8 @@ class PaymentClient:
                 f"was not sent ({attempt.message})"
             )
         done = drainer.apply(entry, attempt, generation, reported=True)
-        if (
-            attempt.kind == ob.DONE and not attempt.payment
-        ):  # the gateway refused the request itself
+        if attempt.kind == ob.DONE and not attempt.payment:
+            # the gateway refused the request itself
             raise from_reason(attempt.reason)(attempt.message, metadata=attempt.metadata)
         if attempt.kind == ob.DONE:
             return self._payment_of(done)
@@ -258,9 +257,8 @@ class PaymentClient:
     def _not_claimed(self, entry: ob.Entry, drainer: Drainer) -> Payment:
         """pay() of a payment it may not send now: queued behind others, or a retry of a known
         key."""
-        if (
-            entry.state in ob.PENDING_STATES
-        ):  # earlier payments wait: this one goes after them (FIFO)
+        if entry.state in ob.PENDING_STATES:
+            # earlier payments wait: this one goes after them (FIFO)
             drainer.wake()
             return replace(self._payment_of(entry), queued_reason=QUEUED_BEHIND)
         if entry.state == ob.CANCELLED:

@@ -194,9 +194,8 @@ class Drainer:
     def _send_head(self) -> None:
         """Inside the slot: claims the head, sends it, applies the answer."""
         head = self.outbox.head()
-        if (
-            head is not None and head.state == SENDING
-        ):  # a send of it was cut short: nobody holds it now
+        if head is not None and head.state == SENDING:
+            # a send of it was cut short: nobody holds it now
             self.outbox.release(head.seq, Attempt(RETRY, message="an earlier send was interrupted"))
         entry = None if head is None else self.outbox.claim(head.seq)  # None if cancelled meanwhile
         if entry is None:

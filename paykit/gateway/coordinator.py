@@ -133,9 +133,8 @@ class Coordinator:
                     f"the gateway failed while preparing: {exc}",
                 )
             response = self._decide(record, decision, reason, message)  # step 3
-            if (
-                not response
-            ):  # decided by someone else (not expected): the key replays what is stored
+            if not response:
+                # decided by someone else (not expected): the key replays what is stored
                 raise InProgress(
                     "this payment was decided elsewhere; retry with the same key for its answer"
                 )
@@ -190,9 +189,8 @@ class Coordinator:
                 self.prepare_timeout_s,
             )
             waiting[vote] = (leg, bank)
-        while (
-            waiting
-        ):  # votes are taken as they come: the first NO decides, whichever bank sends it
+        while waiting:
+            # votes are taken as they come: the first NO decides, whichever bank sends it
             done, _ = wait(
                 waiting, max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
             )
@@ -231,9 +229,8 @@ class Coordinator:
             logged = payments.log_decision(conn, p.payment_id, decision, reason, message)
             if logged:
                 idempotency.store_response(conn, p.payment_id, response)
-        if (
-            not logged
-        ):  # only abort_stranded can find it decided already (the decision is written once)
+        if not logged:
+            # only abort_stranded can find it decided already (the decision is written once)
             return b""
         eventlog.event(
             "2pc.decision", txn_id=p.payment_id, decision=decision, reason=reason or None

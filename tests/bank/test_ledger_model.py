@@ -78,9 +78,8 @@ class LedgerModel(RuleBasedStateMachine):
     @rule(target=prepared, account=st.sampled_from(ACCOUNTS), amount=amounts)
     def prepare_credit(self, account: str, amount: int) -> str:
         txn = self._new_id()
-        assert self.ledger.prepare(
-            txn, CREDIT, account, amount, "gw:1"
-        ).yes  # a credit is not spendable yet
+        # a credit is not spendable yet
+        assert self.ledger.prepare(txn, CREDIT, account, amount, "gw:1").yes
         self.state[txn] = PREPARED
         self.txns[txn] = (CREDIT, account, amount)
         return txn

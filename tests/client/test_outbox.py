@@ -290,9 +290,8 @@ def test_a_queued_payment_whose_funds_were_spent_meanwhile_is_reported_failed_wi
     assert queued.status == "queued"
     phone.close()  # the phone is switched off with the payment queued
     cluster.restart("gateway")
-    with cluster.client(
-        outbox_dir=tmp_path / "laptop"
-    ) as laptop:  # another device spends the money
+    # another device spends the money
+    with cluster.client(outbox_dir=tmp_path / "laptop") as laptop:
         laptop.authenticate("dave", PASSWORD)
         assert laptop.pay("BankB", "recipient123", "50").succeeded
     phone = cluster.client(outbox_dir=tmp_path / "phone")

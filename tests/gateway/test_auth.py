@@ -214,11 +214,8 @@ def test_over_long_password_and_username_are_refused_quickly(shared_cluster, stu
 
 def test_look_alike_usernames_cannot_register_twice(shared_cluster, stub):
     signed_in(shared_cluster, "Carol", "carol-acct")
-    for look_alike in (
-        "carol",
-        "CAROL",
-        "\uff23\uff41\uff52\uff4f\uff4c",
-    ):  # the last is fullwidth "Ｃａｒｏｌ"
+    # The last is fullwidth "Ｃａｒｏｌ".
+    for look_alike in ("carol", "CAROL", "\uff23\uff41\uff52\uff4f\uff4c"):
         err = refused(
             stub.Register,
             pb.RegisterRequest(

@@ -159,9 +159,8 @@ def test_every_server_call_has_the_fields(scenario):
             "/paykit.v1.Bank/Abort",
         ):
             assert "txn_id" in e, e
-        if (
-            e["method"] == "/paykit.v1.Bank/Prepare"
-        ):  # sent while serving a Pay: the client's request id
+        if e["method"] == "/paykit.v1.Bank/Prepare":
+            # sent while serving a Pay: the client's request id
             assert "request_id" in e and "amount_minor" in e, e
     codes = {e["code"] for e in calls}
     assert {"OK", "UNAUTHENTICATED", "NOT_FOUND"} <= codes

@@ -68,11 +68,8 @@ def alice(cluster):
         ({"amount_minor": -5}, "INVALID_AMOUNT", "amount_minor"),
         ({"idempotency_key": "not-a-uuid"}, "INVALID_INPUT", "idempotency_key"),
         ({"to_account": "has space"}, "INVALID_INPUT", "to_account"),
-        (
-            {"to_bank": "BankA", "to_account": "alice-acct"},
-            "INVALID_INPUT",
-            "to_account",
-        ),  # paying yourself
+        # paying yourself
+        ({"to_bank": "BankA", "to_account": "alice-acct"}, "INVALID_INPUT", "to_account"),
     ],
 )
 def test_a_bad_pay_field_comes_back_as_error_info_and_a_field_violation(

@@ -7,8 +7,18 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
-from paykit.core.errors import CLIENT_ONLY, ERROR_CLASSES, WIRE_CLASSES, PaykitError, from_reason
+from paykit.client.session import GatewaySession
+from paykit.core.errors import (
+    CLIENT_ONLY,
+    ERROR_CLASSES,
+    WIRE_CLASSES,
+    ConnectFailed,
+    PaykitError,
+    from_reason,
+)
+from paykit.rpc.pki import CLIENT_CN, ensure_identity
 from paykit.rpc.status import abort, from_rpc_error
+from paykit.v1 import payment_pb2 as pb
 
 BY_NAME = {cls.__name__: cls for cls in ERROR_CLASSES}
 
@@ -64,3 +74,11 @@ def test_reasons_are_unique_and_stable():
 def test_without_details_the_code_picks_the_general_class():
     assert from_reason("", "NOT_FOUND").__name__ == "NotFound"
     assert from_reason("", "DEADLINE_EXCEEDED").__name__ == "Unavailable"
+
+
+def test_a_call_that_found_no_server_is_connect_failed(tmp_path):
+    # Refused at once (nothing listens on port 1): the request certainly never left this machine,
+    # which is what lets the outbox cancel it (docs/offline.md).
+    tls = ensure_identity(tmp_path / "pki", CLIENT_CN)
+    with GatewaySession("127.0.0.1:1", tls, timeout_s=2.0) as session, pytest.raises(ConnectFailed):
+        session.call("GetBalance", pb.GetBalanceRequest())

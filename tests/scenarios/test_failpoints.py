@@ -36,11 +36,8 @@ SETTLE_TIMEOUT_S = 20.0
 # depending on whether the YES reply got out before the process died).
 CASES = [
     ("bank.after_hold_before_commit", "BankA", "failed"),  # the hold rolled back with the process
-    (
-        "bank.after_vote_yes_before_reply",
-        "BankA",
-        "failed",
-    ),  # YES on disk, never heard: timeout/abort
+    # YES on disk, never heard: timeout/abort
+    ("bank.after_vote_yes_before_reply", "BankA", "failed"),
     ("bank.after_reply_yes", "BankB", None),
     ("bank.after_commit_before_ack", "BankA", "succeeded"),  # the resent Commit is a no-op
     ("gateway.before_decision", "gateway", "failed"),  # recovery aborts the undecided payment
