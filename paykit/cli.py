@@ -198,12 +198,7 @@ def _tool(name: str):
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="paykit", description="A miniature payment system for learning.", epilog=EPILOG
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_up(sub) -> None:
     p = sub.add_parser(
         "up", help="start BankA:50051, BankB:50052 and the gateway:50050 (Ctrl+C stops all)"
     )
@@ -211,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S)
     p.set_defaults(func=cmd_up)
 
+
+def _add_bank(sub) -> None:
     p = sub.add_parser("bank", help="run one bank server", epilog=EPILOG)
     p.add_argument("--name", required=True, help="the bank's name, e.g. BankA")
     _server_args(p, 50051)
@@ -223,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bank)
 
+
+def _add_gateway(sub) -> None:
     p = sub.add_parser("gateway", help="run the gateway (the 2PC coordinator)", epilog=EPILOG)
     _server_args(p, config.DEFAULT_GATEWAY_PORT)
     p.add_argument(
@@ -259,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_gateway)
 
+
+def _add_client(sub) -> None:
     p = sub.add_parser(
         "client", help="the interactive client (reads commands from stdin when piped)"
     )
@@ -278,15 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_client)
 
-    p = sub.add_parser(
-        "demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0"
-    )
-    p.set_defaults(func=cmd_demo)
 
-    # Tools with their own option parsers: `paykit chaos --help`, `paykit bench --help`.
-    for name, text in TOOLS.items():
-        sub.add_parser(name, help=text)
-
+def _add_pki(sub) -> None:
     p = sub.add_parser("pki", help="the dev PKI")
     pki_sub = p.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
     q = pki_sub.add_parser("init", help="create the CA and certificates (kept if they exist)")
@@ -296,6 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--san", action="append", default=[], help="extra host name or IP for every certificate"
     )
     q.set_defaults(func=cmd_pki)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paykit", description="A miniature payment system for learning.", epilog=EPILOG
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_up(sub)
+    _add_bank(sub)
+    _add_gateway(sub)
+    _add_client(sub)
+    p = sub.add_parser(
+        "demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0"
+    )
+    p.set_defaults(func=cmd_demo)
+    # Tools with their own option parsers: `paykit chaos --help`, `paykit bench --help`.
+    for name, text in TOOLS.items():
+        sub.add_parser(name, help=text)
+    _add_pki(sub)
     return parser
 
 

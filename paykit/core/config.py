@@ -15,7 +15,6 @@ TOKEN_TTL_S = 3600.0  # a sign-in lasts an hour
 IDEMPOTENCY_RETENTION_S = 24 * 3600.0  # Stripe keeps keys 24 h
 LOCKOUT_FAILURES = 5  # failed sign-ins in a row before the account locks
 LOCKOUT_S = 60.0  # how long it stays locked
-DECISION_RETRY_MAX_S = 2.0  # longest pause between two sends of a Commit/Abort
 IN_DOUBT_ASK_AFTER_S = 1.0  # a bank asks the coordinator about a prepare this old
 CALL_TIMEOUT_S = 5.0  # deadline of one client call
 SERVER_WORKERS = 32  # threads per server: bounds concurrent calls

@@ -19,7 +19,6 @@ class Leg(StrEnum):
 
 
 DEBIT, CREDIT = Leg.DEBIT, Leg.CREDIT
-LEGS = (DEBIT, CREDIT)
 
 
 class Decision(StrEnum):

@@ -102,16 +102,9 @@ class Coordinator:
     ) -> tuple[str, bytes]:
         """Runs one payment exactly once per (user, key); returns its id and the PayResponse
         bytes."""
+        parties = (from_bank, from_account, to_bank, to_account)
         record = PaymentRecord(
-            uuid.uuid4().hex,
-            username,
-            key,
-            from_bank,
-            from_account,
-            to_bank,
-            to_account,
-            amount_minor,
-            created_unix_ms=now_ms(),
+            uuid.uuid4().hex, username, key, *parties, amount_minor, created_unix_ms=now_ms()
         )
         with self._deciding_lock:
             self._deciding.add(record.payment_id)  # before the row exists: never seen stranded
@@ -122,28 +115,25 @@ class Coordinator:
             eventlog.event(
                 "2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username
             )
-            try:
-                decision, reason, message = self._collect_votes(record)  # step 2
-                failpoints.hit("gateway.before_decision")
-            except Exception as exc:
-                # a bug or a crash of our own: never leave the payment undecided
-                decision, reason, message = (
-                    Decision.ABORT,
-                    "INTERNAL",
-                    f"the gateway failed while preparing: {exc}",
-                )
+            decision, reason, message = self._votes(record)  # step 2
             response = self._decide(record, decision, reason, message)  # step 3
-            if not response:
-                # decided by someone else (not expected): the key replays what is stored
-                raise InProgress(
-                    "this payment was decided elsewhere; retry with the same key for its answer"
-                )
+            if not response:  # decided by someone else (not expected): the key replays it
+                raise InProgress("this payment was decided elsewhere; retry with the same key")
         finally:
             with self._deciding_lock:
                 self._deciding.discard(record.payment_id)
         self._drive(replace(record, decision=decision), inline=True)  # step 4
         failpoints.hit("gateway.before_reply")
         return record.payment_id, response
+
+    def _votes(self, p: PaymentRecord) -> tuple[Decision, str, str]:
+        """Step 2, and whatever goes wrong in it of our own making is an ABORT, never undecided."""
+        try:
+            decided = self._collect_votes(p)
+            failpoints.hit("gateway.before_decision")
+        except Exception as exc:  # a bug of our own: abort rather than leave it undecided
+            return Decision.ABORT, "INTERNAL", f"the gateway failed while preparing: {exc}"
+        return decided
 
     def _claim(self, p: PaymentRecord) -> tuple[str, bytes] | None:
         """Step 1: claims the key and writes the payment, or returns the stored (id, response)."""
@@ -167,7 +157,7 @@ class Coordinator:
         return None
 
     def _collect_votes(self, p: PaymentRecord) -> tuple[Decision, str, str]:
-        """Step 2: both Prepares at once; COMMIT only if both vote YES before the deadline."""
+        """Both Prepares at once; COMMIT only if both vote YES before the deadline."""
         legs = ((DEBIT, p.from_bank, p.from_account), (CREDIT, p.to_bank, p.to_account))
         deadline = time.monotonic() + self.prepare_timeout_s
         waiting: dict[Future[Vote], tuple[str, str]] = {}
@@ -189,33 +179,17 @@ class Coordinator:
                 self.prepare_timeout_s,
             )
             waiting[vote] = (leg, bank)
-        while waiting:
-            # votes are taken as they come: the first NO decides, whichever bank sends it
-            done, _ = wait(
-                waiting, max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
-            )
+        while waiting:  # votes are taken as they come: the first NO decides, whoever sends it
+            left_s = max(0.0, deadline - time.monotonic())
+            done, _ = wait(waiting, left_s, return_when=FIRST_COMPLETED)
             if not done:  # the deadline passed: each bank still silent counts as a NO
                 for leg, bank in waiting.values():
-                    eventlog.event(
-                        "2pc.vote",
-                        txn_id=p.payment_id,
-                        bank=bank,
-                        leg=leg,
-                        vote="no",
-                        reason="BANK_TIMEOUT",
-                    )
+                    _log_vote(p, leg, bank, Vote(False, "BANK_TIMEOUT"))
                 late = " and ".join(bank for _, bank in waiting.values())
                 return Decision.ABORT, "BANK_TIMEOUT", f"{late} did not vote in time"
             for future in done:
                 (leg, bank), vote = waiting.pop(future), future.result()
-                eventlog.event(
-                    "2pc.vote",
-                    txn_id=p.payment_id,
-                    bank=bank,
-                    leg=leg,
-                    vote="yes" if vote.yes else "no",
-                    reason=vote.reason or None,
-                )
+                _log_vote(p, leg, bank, vote)
                 if not vote.yes:
                     return Decision.ABORT, vote.reason, vote.message
         return Decision.COMMIT, "", ""
@@ -349,3 +323,14 @@ class Coordinator:
 
     def prune_keys(self) -> int:
         return idempotency.prune(self.db.write, self.retention_s)
+
+
+def _log_vote(p: PaymentRecord, leg: str, bank: str, vote: Vote) -> None:
+    eventlog.event(
+        "2pc.vote",
+        txn_id=p.payment_id,
+        bank=bank,
+        leg=leg,
+        vote="yes" if vote.yes else "no",
+        reason=vote.reason or None,
+    )

@@ -238,6 +238,31 @@ def _every(period_s: float, stop: threading.Event, fn) -> None:
     threading.Thread(target=loop, name=fn.__name__, daemon=True).start()
 
 
+def _coordinator(cfg: GatewayConfig, db: Database, banks: BankChannels, port: int) -> Coordinator:
+    host = cfg.host if cfg.host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
+    return Coordinator(
+        db,
+        banks,
+        advertise=cfg.advertise or f"{host}:{port}",
+        prepare_timeout_s=cfg.prepare_timeout_s,
+        encode_response=encode_pay_response,
+        retention_s=cfg.idempotency_retention_s,
+        parallel_decisions=not cfg.failpoints,
+    )
+
+
+def _background(cfg: GatewayConfig, coordinator: Coordinator, stop: threading.Event) -> None:
+    """The sweeper and redriver every REDRIVE_EVERY_S, and key pruning (once now, then again)."""
+
+    def redrive():
+        coordinator.abort_stranded()
+        coordinator.redrive(min_age_s=DRIVE_INLINE_S + REDRIVE_EVERY_S)
+
+    coordinator.prune_keys()
+    _every(REDRIVE_EVERY_S, stop, redrive)
+    _every(prune_every_s(cfg.idempotency_retention_s), stop, coordinator.prune_keys)
+
+
 def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
     """Runs the gateway until SIGTERM/SIGINT (or its parent's death)."""
     # The server first: it makes (and locks) the data folder the database lives in.
@@ -258,25 +283,13 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
         lockout_s=cfg.lockout_s,
     )
     server.check_tokens_with(users_.user_for_token)
-    host = cfg.host if cfg.host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
     banks = BankChannels(cfg.banks, cfg.tls)
-    coordinator = Coordinator(
-        db,
-        banks,
-        advertise=cfg.advertise or f"{host}:{server.port}",
-        prepare_timeout_s=cfg.prepare_timeout_s,
-        encode_response=encode_pay_response,
-        retention_s=cfg.idempotency_retention_s,
-        parallel_decisions=not cfg.failpoints,
-    )
+    coordinator = _coordinator(cfg, db, banks, server.port)
     coordinator.recover()  # before serving: undecided payments are aborted, so GetDecision is final
+    gateway = GatewayServicer(db, users_, banks, coordinator)
     server.add_services(
         [
-            (
-                add_gateway,
-                GatewayServicer(db, users_, banks, coordinator),
-                SERVICE_NAMES["Gateway"],
-            ),
+            (add_gateway, gateway, SERVICE_NAMES["Gateway"]),
             (
                 pb_grpc.add_CoordinatorServicer_to_server,
                 CoordinatorServicer(coordinator),
@@ -286,14 +299,7 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
     )
     server.start()
     stop = threading.Event()
-
-    def redrive():
-        coordinator.abort_stranded()
-        coordinator.redrive(min_age_s=DRIVE_INLINE_S + REDRIVE_EVERY_S)
-
-    coordinator.prune_keys()
-    _every(REDRIVE_EVERY_S, stop, redrive)
-    _every(prune_every_s(cfg.idempotency_retention_s), stop, coordinator.prune_keys)
+    _background(cfg, coordinator, stop)
     server.ready()
     server.serve_until_stopped(exit_on_stdin_eof=exit_on_stdin_eof)
     stop.set()

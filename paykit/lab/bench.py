@@ -154,25 +154,7 @@ def drive(
     started = time.perf_counter()
     for t in threads:
         t.start()
-    deadline = started + duration_s if duration_s else float("inf")
-    last = started
-    while True:
-        time.sleep(0.05)
-        now = time.perf_counter()
-        done = sum(len(x) for x in per_thread)
-        if on_count:
-            on_count(done)
-        if now >= deadline or (budget and done >= budget):
-            break
-        if out is not None and now - last >= 1.0:
-            last = now
-            print(
-                f"\r  {name}: {now - started:5.1f} s  {done} ok  {done / (now - started):7.1f} /s  "
-                f"errors {sum(sum(e.values()) for e in errors)}",
-                end="",
-                file=out,
-                flush=True,
-            )
+    _until_done(name, started, per_thread, errors, duration_s, budget, out, on_count)
     stop.set()
     for t in threads:
         t.join()
@@ -184,6 +166,26 @@ def drive(
         phase.errors.update(errs)
     phase.ok = len(phase.latencies_ms)
     return phase
+
+
+def _until_done(name, started, per_thread, errors, duration_s, budget, out, on_count) -> None:
+    """Waits until the time is up or `budget` calls succeeded; prints progress each second."""
+    deadline = started + duration_s if duration_s else float("inf")
+    last = started
+    while True:
+        time.sleep(0.05)
+        now = time.perf_counter()
+        done = sum(len(x) for x in per_thread)
+        if on_count:
+            on_count(done)
+        if now >= deadline or (budget and done >= budget):
+            return
+        if out is not None and now - last >= 1.0:
+            last = now
+            failed = sum(sum(e.values()) for e in errors)
+            rate = done / (now - started)
+            line = f"\r  {name}: {now - started:5.1f} s  {done} ok  {rate:7.1f} /s  errors {failed}"
+            print(line, end="", file=out, flush=True)
 
 
 def pay_calls(clients: list, accounts: list[tuple[str, str]], *, outbox: bool = False) -> list:
@@ -463,34 +465,9 @@ def run_bench(
         result["empty"] = measure(cluster, users, payers, duration_s, out, "", outbox)
         _report(result["empty"], payers, out, "empty start")
         if preload_n:
-            cluster.stop()
-            t0 = time.perf_counter()
-            preload(cluster, users, preload_n, out)
-            result["preload_s"] = time.perf_counter() - t0
-            _say(
-                out,
-                f"preloaded {preload_n} payments in {result['preload_s']:.0f} s (servers stopped, "
-                "bulk SQL)",
-            )
-            cluster.start()
-            result["preloaded"] = measure(
-                cluster, users, payers, duration_s, out, "preloaded ", outbox
-            )
-            _report(result["preloaded"], payers, out, f"after preloading {preload_n} payments")
-            result["preloaded_vs_empty"] = (
-                result["preloaded"]["payments"].rate / result["empty"]["payments"].rate
-            )
-            _say(out, f"throughput preloaded / empty = {result['preloaded_vs_empty']:.3f}")
+            _measure_preloaded(cluster, users, preload_n, payers, duration_s, out, outbox, result)
         if rss:
-            phase, samples = measure_rss(cluster, users, payers, payments_budget, out, outbox)
-            result["rss"] = samples
-            _say(out, phase.line())
-            for done, by_server in samples:
-                _say(
-                    out,
-                    f"RSS after {done:>7} payments: "
-                    + "  ".join(f"{k} {v / 1024:.1f} MiB" for k, v in by_server.items()),
-                )
+            _measure_rss(cluster, users, payers, payments_budget, out, outbox, result)
         cluster.stop()
         if check:  # read-only, on the stopped cluster's files: every payment has settled
             from paykit.lab.check import check_invariants
@@ -505,6 +482,30 @@ def run_bench(
     result["load_end"] = _load()
     _say(out, f"load average (1/5/15 min): start {result['load_start']}, end {result['load_end']}")
     return result
+
+
+def _measure_preloaded(cluster, users, n, payers, duration_s, out, outbox, result) -> None:
+    """Stops the cluster, writes n payments of history, starts it and measures again."""
+    cluster.stop()
+    t0 = time.perf_counter()
+    preload(cluster, users, n, out)
+    result["preload_s"] = time.perf_counter() - t0
+    _say(out, f"preloaded {n} payments in {result['preload_s']:.0f} s (servers stopped, bulk SQL)")
+    cluster.start()
+    result["preloaded"] = measure(cluster, users, payers, duration_s, out, "preloaded ", outbox)
+    _report(result["preloaded"], payers, out, f"after preloading {n} payments")
+    empty, preloaded = result["empty"]["payments"].rate, result["preloaded"]["payments"].rate
+    result["preloaded_vs_empty"] = preloaded / empty
+    _say(out, f"throughput preloaded / empty = {result['preloaded_vs_empty']:.3f}")
+
+
+def _measure_rss(cluster, users, payers, budget, out, outbox, result) -> None:
+    phase, samples = measure_rss(cluster, users, payers, budget, out, outbox)
+    result["rss"] = samples
+    _say(out, phase.line())
+    for done, by_server in samples:
+        sizes = "  ".join(f"{k} {v / 1024:.1f} MiB" for k, v in by_server.items())
+        _say(out, f"RSS after {done:>7} payments: {sizes}")
 
 
 def _say(out: TextIO | None, text: str) -> None:
