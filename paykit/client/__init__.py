@@ -1,0 +1,1 @@
+"""The client side: PaymentClient, its session, outbox, drainer, the shell and the widget."""

@@ -1,0 +1,1 @@
+"""gRPC plumbing every process shares: channels, TLS, interceptors, serving, PKI, statuses."""
