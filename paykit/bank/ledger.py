@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from paykit.core.db import Database
 from paykit.core.errors import (
     AlreadyExists,
     InvalidInput,
+    PaykitError,
     ProtocolViolation,
     UnknownAccount,
     UnknownPayment,
@@ -33,7 +34,7 @@ from paykit.core.money import (
     format_minor,
     parse_amount,
 )
-from paykit.core.twopc import CREDIT, DEBIT, TxnState, Vote
+from paykit.core.twopc import BATCH_LEGS_MAX, CREDIT, DEBIT, TxnState, Vote
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -75,6 +76,27 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 PREPARED, COMMITTED, ABORTED = TxnState.PREPARED, TxnState.COMMITTED, TxnState.ABORTED
+
+
+def check_batch(n: int) -> None:
+    if not 1 <= n <= BATCH_LEGS_MAX:
+        raise InvalidInput(f"a batch holds 1 to {BATCH_LEGS_MAX} legs, not {n}")
+
+
+@dataclass(frozen=True)
+class PrepareLeg:
+    """One leg of a Prepare: its transaction, which side, whose account, how much."""
+
+    txn_id: str
+    leg: str
+    account_id: str
+    amount_minor: int
+    coordinator: str = ""
+
+    def check(self) -> None:
+        if self.leg not in (DEBIT, CREDIT):
+            raise InvalidInput(f"leg must be {DEBIT!r} or {CREDIT!r}, got {self.leg[:16]!r}")
+        check_amount_minor(self.amount_minor)
 
 
 @dataclass(frozen=True)
@@ -170,32 +192,60 @@ class Ledger:
         self, txn_id: str, leg: str, account_id: str, amount_minor: int, coordinator: str = ""
     ) -> Vote:
         """Places a hold (debit) or records the expected credit, durably, then votes."""
-        if leg not in (DEBIT, CREDIT):
-            raise InvalidInput(f"leg must be {DEBIT!r} or {CREDIT!r}, got {leg!r}")
-        check_amount_minor(amount_minor)
-        ts = now_ms()
+        item = PrepareLeg(txn_id, leg, account_id, amount_minor, coordinator)
+        item.check()
         with self.db.write() as conn:
-            row = conn.execute(
-                "SELECT state, reason FROM txns WHERE txn_id = ?", (txn_id,)
-            ).fetchone()
-            if row is not None:  # a retried Prepare, or one that came after its Abort
-                if row["state"] == ABORTED:
-                    return Vote(
-                        False, row["reason"] or "ABORTED", "this payment was already aborted"
-                    )
-                return Vote(True)
-            vote = self._vote(conn, leg, account_id, amount_minor)
-            state = PREPARED if vote.yes else ABORTED
-            conn.execute(
-                "INSERT INTO txns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (txn_id, leg, account_id, amount_minor, state, vote.reason, coordinator, ts, ts),
-            )
-            if vote.yes and leg == DEBIT:
-                conn.execute(
-                    "UPDATE accounts SET held_minor = held_minor + ? WHERE account_id = ?",
-                    (amount_minor, account_id),
-                )
+            vote = self._prepare(conn, item)
             failpoints.hit("bank.after_hold_before_commit")
+        return vote
+
+    def prepare_many(self, legs: Sequence[PrepareLeg]) -> list[Vote]:
+        """Prepares every leg in ONE durable transaction (one fsync), in order: after a crash each
+        leg is prepared or none is. A leg that is not valid votes NO with the reason why."""
+        check_batch(len(legs))
+        votes = []
+        with self.db.write() as conn:
+            for i, item in enumerate(legs):
+                try:
+                    item.check()
+                except InvalidInput as err:
+                    votes.append(Vote(False, err.reason, err.message))
+                    continue
+                votes.append(self._prepare(conn, item))
+                if i == 0 and len(legs) > 1:
+                    failpoints.hit("bank.batch_between_legs")
+            failpoints.hit("bank.after_hold_before_commit")
+        return votes
+
+    def _prepare(self, conn: sqlite3.Connection, item: PrepareLeg) -> Vote:
+        row = conn.execute(
+            "SELECT state, reason FROM txns WHERE txn_id = ?", (item.txn_id,)
+        ).fetchone()
+        if row is not None:  # a retried Prepare, or one that came after its Abort
+            if row["state"] == ABORTED:
+                return Vote(False, row["reason"] or "ABORTED", "this payment was already aborted")
+            return Vote(True)
+        vote = self._vote(conn, item.leg, item.account_id, item.amount_minor)
+        state, ts = (PREPARED if vote.yes else ABORTED), now_ms()
+        conn.execute(
+            "INSERT INTO txns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.txn_id,
+                item.leg,
+                item.account_id,
+                item.amount_minor,
+                state,
+                vote.reason,
+                item.coordinator,
+                ts,
+                ts,
+            ),
+        )
+        if vote.yes and item.leg == DEBIT:
+            conn.execute(
+                "UPDATE accounts SET held_minor = held_minor + ? WHERE account_id = ?",
+                (item.amount_minor, item.account_id),
+            )
         return vote
 
     def _vote(self, conn, leg: str, account_id: str, amount_minor: int) -> Vote:
@@ -210,8 +260,7 @@ class Ledger:
                 False,
                 "INSUFFICIENT_FUNDS",
                 f"insufficient funds in {account_id} at {self.bank}: available "
-                f"{format_minor(available)}, "
-                f"needed {format_minor(amount_minor)}",
+                f"{format_minor(available)}, needed {format_minor(amount_minor)}",
             )
         return Vote(True)
 
@@ -224,65 +273,90 @@ class Ledger:
         the coordinator about every prepared transaction, applies it again. A process crash
         (kill -9) loses nothing either way: the write is in the operating system's cache."""
         with self.db.write(durable=False) as conn:
-            row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
-            if row is None:
-                raise UnknownPayment(f"{self.bank} has no prepared transaction {txn_id}")
-            if row["state"] == COMMITTED:
-                return COMMITTED
-            if row["state"] == ABORTED:
-                raise ProtocolViolation(f"{self.bank} cannot commit {txn_id}: it was aborted")
-            amount, account = row["amount_minor"], row["account_id"]
-            if row["leg"] == DEBIT:
-                conn.execute(
-                    "UPDATE accounts SET balance_minor = balance_minor - ?, held_minor = "
-                    "held_minor - ? "
-                    "WHERE account_id = ?",
-                    (amount, amount, account),
-                )
-                kind, delta = "capture", -amount
-            else:
-                conn.execute(
-                    "UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?",
-                    (amount, account),
-                )
-                kind, delta = "credit", amount
-            ts = now_ms()
-            conn.execute(
-                "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (account, txn_id, kind, delta, ts),
-            )
-            conn.execute(
-                "UPDATE txns SET state = ?, updated_unix_ms = ? WHERE txn_id = ?",
-                (COMMITTED, ts, txn_id),
-            )
-        return COMMITTED
+            return self._commit(conn, txn_id)
 
     def abort(self, txn_id: str) -> str:
         """Releases the hold. Before any Prepare it leaves a tombstone. Idempotent."""
-        ts = now_ms()
         with self.db.write() as conn:
-            row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO txns VALUES (?, '', '', 0, ?, 'ABORTED_BEFORE_PREPARE', '', ?, ?)",
-                    (txn_id, ABORTED, ts, ts),
-                )
-                return ABORTED
-            if row["state"] == ABORTED:
-                return ABORTED
-            if row["state"] == COMMITTED:
-                raise ProtocolViolation(f"{self.bank} cannot abort {txn_id}: it was committed")
-            if row["leg"] == DEBIT:
-                conn.execute(
-                    "UPDATE accounts SET held_minor = held_minor - ? WHERE account_id = ?",
-                    (row["amount_minor"], row["account_id"]),
-                )
+            return self._abort(conn, txn_id)
+
+    def decide_many(self, decisions: Sequence[tuple[str, bool]]) -> list[str | PaykitError]:
+        """Applies (txn_id, commit) decisions in one transaction, each as commit() or abort()
+        would: per leg its new state, or the error that kept it from applying (the others
+        still apply). Durable (fsync) when it holds an Abort, like abort(); Commits alone are
+        not, for the reason commit() gives."""
+        check_batch(len(decisions))
+        results: list[str | PaykitError] = []
+        with self.db.write(durable=not all(commit for _, commit in decisions)) as conn:
+            for txn_id, commit in decisions:
+                conn.execute("SAVEPOINT leg")
+                try:
+                    results.append(
+                        self._commit(conn, txn_id) if commit else self._abort(conn, txn_id)
+                    )
+                except PaykitError as err:  # this leg only: its writes (none, in fact) are undone
+                    conn.execute("ROLLBACK TO leg")
+                    results.append(err)
+                conn.execute("RELEASE leg")
+        return results
+
+    def _commit(self, conn: sqlite3.Connection, txn_id: str) -> str:
+        row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+        if row is None:
+            raise UnknownPayment(f"{self.bank} has no prepared transaction {txn_id}")
+        if row["state"] == COMMITTED:
+            return COMMITTED
+        if row["state"] == ABORTED:
+            raise ProtocolViolation(f"{self.bank} cannot commit {txn_id}: it was aborted")
+        amount, account = row["amount_minor"], row["account_id"]
+        if row["leg"] == DEBIT:
             conn.execute(
-                "UPDATE txns SET state = ?, reason = 'COORDINATOR_ABORTED', updated_unix_ms = ? "
-                "WHERE txn_id = ?",
-                (ABORTED, ts, txn_id),
+                "UPDATE accounts SET balance_minor = balance_minor - ?, "
+                "held_minor = held_minor - ? WHERE account_id = ?",
+                (amount, amount, account),
             )
+            kind, delta = "capture", -amount
+        else:
+            conn.execute(
+                "UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?",
+                (amount, account),
+            )
+            kind, delta = "credit", amount
+        ts = now_ms()
+        conn.execute(
+            "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (account, txn_id, kind, delta, ts),
+        )
+        conn.execute(
+            "UPDATE txns SET state = ?, updated_unix_ms = ? WHERE txn_id = ?",
+            (COMMITTED, ts, txn_id),
+        )
+        return COMMITTED
+
+    def _abort(self, conn: sqlite3.Connection, txn_id: str) -> str:
+        ts = now_ms()
+        row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO txns VALUES (?, '', '', 0, ?, 'ABORTED_BEFORE_PREPARE', '', ?, ?)",
+                (txn_id, ABORTED, ts, ts),
+            )
+            return ABORTED
+        if row["state"] == ABORTED:
+            return ABORTED
+        if row["state"] == COMMITTED:
+            raise ProtocolViolation(f"{self.bank} cannot abort {txn_id}: it was committed")
+        if row["leg"] == DEBIT:
+            conn.execute(
+                "UPDATE accounts SET held_minor = held_minor - ? WHERE account_id = ?",
+                (row["amount_minor"], row["account_id"]),
+            )
+        conn.execute(
+            "UPDATE txns SET state = ?, reason = 'COORDINATOR_ABORTED', updated_unix_ms = ? "
+            "WHERE txn_id = ?",
+            (ABORTED, ts, txn_id),
+        )
         return ABORTED
 
     def txn_state(self, txn_id: str) -> str | None:

@@ -1,4 +1,4 @@
-"""A bank server: the thin gRPC shell around paykit.ledger, plus its in-doubt resolver.
+"""A bank server: the thin gRPC shell around paykit.bank.ledger, plus its in-doubt resolver.
 
 A bank that voted YES never decides alone: a background thread asks the coordinator
 (GetDecision) about every transaction still prepared after a moment, across restarts,
@@ -11,9 +11,10 @@ import threading
 
 import grpc
 
-from paykit.bank.ledger import Ledger
+from paykit.bank.ledger import Ledger, PrepareLeg, check_batch
 from paykit.core import eventlog, failpoints
 from paykit.core.config import BankConfig, TLSFiles
+from paykit.core.errors import InvalidInput, PaykitError
 from paykit.core.twopc import CREDIT, DEBIT
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.interceptors import note
@@ -78,9 +79,50 @@ class BankServicer(pb_grpc.BankServicer):
         if vote.yes:
             failpoints.hit("bank.after_vote_yes_before_reply")
             context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
-        return pb.PrepareResponse(
-            vote=pb.VOTE_YES if vote.yes else pb.VOTE_NO, reason=vote.reason, message=vote.message
+        return _vote_pb(vote)
+
+    @servicer_method
+    def PrepareBatch(self, request, context):
+        """Many legs in one durable transaction; one vote per leg, in order."""
+        note(legs=len(request.legs))
+        check_batch(len(request.legs))
+        votes = self.ledger.prepare_many([_prepare_leg(leg) for leg in request.legs])
+        for leg, vote in zip(request.legs, votes, strict=True):
+            eventlog.event(
+                "2pc.voted",
+                txn_id=leg.txn_id,
+                vote="yes" if vote.yes else "no",
+                reason=vote.reason or None,
+                request_id=leg.request_id or None,
+            )
+        if any(vote.yes for vote in votes):
+            failpoints.hit("bank.after_vote_yes_before_reply")
+            context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
+        return pb.PrepareBatchResponse(votes=[_vote_pb(vote) for vote in votes])
+
+    @servicer_method
+    def DecideBatch(self, request, context):
+        """Many Commits and Aborts in one transaction; one ack (or a leg's error) per leg."""
+        note(legs=len(request.legs))
+        check_batch(len(request.legs))
+        acks: list[pb.LegAck | None] = [None] * len(request.legs)
+        todo = []  # (index, txn id, commit) of the legs with a decision to apply
+        for i, leg in enumerate(request.legs):
+            if leg.decision not in (pb.DECISION_COMMIT, pb.DECISION_ABORT):
+                acks[i] = pb.LegAck(
+                    error_reason=InvalidInput.reason,
+                    error_message="a leg's decision must be COMMIT or ABORT",
+                )
+            else:
+                todo.append((i, leg.txn_id, leg.decision == pb.DECISION_COMMIT))
+        results = (
+            self.ledger.decide_many([(txn, commit) for _, txn, commit in todo]) if todo else []
         )
+        for (i, txn_id, commit), result in zip(todo, results, strict=True):
+            acks[i] = _ack(txn_id, commit, result, request.legs[i].request_id)
+        if any(commit for _, _, commit in todo):
+            failpoints.hit("bank.after_commit_before_ack")
+        return pb.DecideBatchResponse(acks=acks)
 
     @servicer_method
     def Commit(self, request, context):
@@ -96,6 +138,27 @@ class BankServicer(pb_grpc.BankServicer):
         state = self.ledger.abort(request.txn_id)
         eventlog.event("2pc.aborted", txn_id=request.txn_id)
         return pb.DecisionResponse(state=state)
+
+
+def _prepare_leg(leg: pb.PrepareRequest) -> PrepareLeg:
+    return PrepareLeg(
+        leg.txn_id, LEGS.get(leg.leg, ""), leg.account_id, leg.amount_minor, leg.coordinator
+    )
+
+
+def _vote_pb(vote) -> pb.PrepareResponse:
+    return pb.PrepareResponse(
+        vote=pb.VOTE_YES if vote.yes else pb.VOTE_NO, reason=vote.reason, message=vote.message
+    )
+
+
+def _ack(txn_id: str, commit: bool, result, request_id: str) -> pb.LegAck:
+    """A leg's ack, and its event (the same events as the unary Commit and Abort)."""
+    if isinstance(result, PaykitError):
+        return pb.LegAck(error_reason=result.reason, error_message=result.message)
+    event = "2pc.committed" if commit else "2pc.aborted"
+    eventlog.event(event, txn_id=txn_id, request_id=request_id or None)
+    return pb.LegAck(state=result)
 
 
 class InDoubtResolver:

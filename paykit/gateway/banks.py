@@ -1,14 +1,23 @@
-"""The gateway's side of the bank channels: the coordinator's `Participants`, over gRPC."""
+"""The gateway's side of the bank channels: the coordinator's `Participants`, over gRPC.
+
+With batching on (the default), each bank has two natural batchers (paykit.gateway.batcher):
+Prepares go as PrepareBatch, Commits and Aborts as DecideBatch, and the coordinator still
+sees one vote and one acknowledgement per leg. With it off, each leg is its own unary
+Prepare, Commit or Abort, as tools and lessons call them.
+"""
 
 from __future__ import annotations
 
+import time
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 
 from paykit.core.config import TLSFiles
-from paykit.core.errors import UnknownBank
-from paykit.core.twopc import CREDIT, DEBIT, Vote
+from paykit.core.errors import PaykitError, Unavailable, UnknownBank, from_reason
+from paykit.core.twopc import BATCH_LEGS_MAX, CREDIT, DEBIT, Vote
+from paykit.gateway.batcher import Batcher
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.interceptors import outgoing_metadata
 from paykit.rpc.pki import bank_cn
@@ -18,16 +27,24 @@ from paykit.v1 import payment_pb2_grpc as pb_grpc
 
 LEGS = {DEBIT: pb.LEG_DEBIT, CREDIT: pb.LEG_CREDIT}
 BANK_CALL_TIMEOUT_S = 5.0
-PREPARE_SENDERS = (
-    32  # threads sending Prepares: as many as the gateway has workers, each sends 2 at most
-)
+# Threads sending unary Prepares: as many as the gateway has workers, each sends 2 at most.
+PREPARE_SENDERS = 32
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """A leg waiting for its bank's next batch."""
+
+    request: pb.PrepareRequest | pb.LegDecision
+    deadline: float  # time.monotonic() after which nobody waits for it any more
 
 
 class BankChannels:
     """One mutual-TLS channel per bank, made once and shared by all calls."""
 
-    def __init__(self, banks: dict[str, str], tls: TLSFiles) -> None:
+    def __init__(self, banks: dict[str, str], tls: TLSFiles, *, batching: bool = True) -> None:
         self.addresses = dict(banks)
+        self.batching = batching
         self._stubs = {
             name: pb_grpc.BankStub(secure_channel(addr, tls, server_name=bank_cn(name)))
             for name, addr in banks.items()
@@ -35,7 +52,19 @@ class BankChannels:
         # Prepares go out as blocking calls on these threads, not as .future() calls: grpcio
         # completes a blocking call on its own queue, a future on the channel's shared spin
         # thread, which cost about 2 ms more per Prepare round trip (paykit bench, 1 payer).
-        self._senders = futures.ThreadPoolExecutor(PREPARE_SENDERS, "prepare")
+        # With batching, a bank's batches are sent one at a time: two threads per bank.
+        size = 2 * len(banks) if batching else PREPARE_SENDERS
+        self._senders = futures.ThreadPoolExecutor(size, "bank-send")
+        self._prepares = {b: self._batcher(b, self._prepare_batch, _vote_failed) for b in banks}
+        self._decisions = {b: self._batcher(b, self._decide_batch, _ack_failed) for b in banks}
+
+    def _batcher(self, bank: str, send, failed) -> Batcher:
+        return Batcher(
+            lambda legs: send(bank, legs),
+            lambda _leg, exc: failed(bank, exc),
+            self._senders,
+            BATCH_LEGS_MAX,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -46,7 +75,7 @@ class BankChannels:
             return self._stubs[bank]
         except KeyError:
             raise UnknownBank(
-                f"unknown bank {bank!r}; this gateway knows {', '.join(self.addresses)}"
+                f"unknown bank {bank[:32]!r}; this gateway knows {', '.join(self.addresses)}"
             ) from None
 
     def call(self, bank: str, method: str, request, timeout_s: float = BANK_CALL_TIMEOUT_S):
@@ -69,20 +98,84 @@ class BankChannels:
             account_id=account_id,
             amount_minor=amount_minor,
             coordinator=coordinator,
+            request_id=_request_id(),
         )
-        return self._senders.submit(self._vote, bank, request, timeout_s, outgoing_metadata())
+        self.stub(bank)  # UnknownBank now, not inside a batch
+        if self.batching:
+            return self._prepares[bank].submit(_Leg(request, time.monotonic() + timeout_s))
+        metadata = outgoing_metadata()
+        return self._senders.submit(self._vote, bank, request, timeout_s, metadata)
 
     def _vote(self, bank: str, request: pb.PrepareRequest, timeout_s: float, metadata) -> Vote:
-        """One Prepare call; a bank that cannot answer votes NO, with why."""
+        """One unary Prepare; a bank that cannot answer votes NO, with why."""
         try:
             reply = self.stub(bank).Prepare(request, timeout=timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return Vote(False, "BANK_TIMEOUT", f"{bank} did not vote in time")
-            return Vote(False, "BANK_UNAVAILABLE", f"{bank} could not vote: {from_rpc_error(exc)}")
+            return _vote_failed(bank, exc)
         return Vote(reply.vote == pb.VOTE_YES, reply.reason, reply.message)
 
     def decide(self, bank, txn_id, commit, timeout_s) -> None:
-        self.call(
-            bank, "Commit" if commit else "Abort", pb.DecisionRequest(txn_id=txn_id), timeout_s
+        if not self.batching:
+            decision = pb.DecisionRequest(txn_id=txn_id)
+            self.call(bank, "Commit" if commit else "Abort", decision, timeout_s)
+            return
+        decision = pb.LegDecision(
+            txn_id=txn_id,
+            request_id=_request_id(),
+            decision=pb.DECISION_COMMIT if commit else pb.DECISION_ABORT,
         )
+        ack = self._decisions[bank].submit(_Leg(decision, time.monotonic() + timeout_s))
+        try:
+            failure = ack.result(timeout=timeout_s)
+        except futures.TimeoutError:  # still queued or in flight: the redriver sends it again
+            raise Unavailable(f"{bank} did not acknowledge in time") from None
+        if failure is not None:
+            raise failure
+
+    # -- batches ----------------------------------------------------------------
+
+    def _prepare_batch(self, bank: str, legs: list[_Leg]) -> list[Vote]:
+        """One PrepareBatch of the legs whose coordinator still waits; NO for the others."""
+        now = time.monotonic()
+        live = [leg for leg in legs if leg.deadline > now]
+        votes = {}
+        if live:
+            timeout_s = max(leg.deadline for leg in live) - now
+            reply = self.stub(bank).PrepareBatch(
+                pb.PrepareBatchRequest(legs=[leg.request for leg in live]), timeout=timeout_s
+            )
+            for leg, vote in zip(live, reply.votes, strict=True):
+                votes[id(leg)] = Vote(vote.vote == pb.VOTE_YES, vote.reason, vote.message)
+        late = Vote(False, "BANK_TIMEOUT", f"{bank} did not vote in time")
+        return [votes.get(id(leg), late) for leg in legs]
+
+    def _decide_batch(self, bank: str, legs: list[_Leg]) -> list[PaykitError | None]:
+        """One DecideBatch: per leg None (applied) or the error that kept it from applying."""
+        timeout_s = max(0.05, max(leg.deadline for leg in legs) - time.monotonic())
+        reply = self.stub(bank).DecideBatch(
+            pb.DecideBatchRequest(legs=[leg.request for leg in legs]), timeout=timeout_s
+        )
+        return [
+            from_reason(ack.error_reason)(ack.error_message) if ack.error_reason else None
+            for ack in reply.acks
+        ]
+
+
+def _request_id() -> str:
+    """The x-request-id of the client call being served (for the bank's log), or ""."""
+    return dict(outgoing_metadata()).get("x-request-id", "")
+
+
+def _vote_failed(bank: str, exc: BaseException) -> Vote:
+    """The NO vote of a leg whose Prepare (or whole batch) failed."""
+    if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Vote(False, "BANK_TIMEOUT", f"{bank} did not vote in time")
+    error = from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc
+    return Vote(False, "BANK_UNAVAILABLE", f"{bank} could not vote: {error}")
+
+
+def _ack_failed(bank: str, exc: BaseException) -> PaykitError:
+    """What decide() raises for a leg whose whole DecideBatch failed."""
+    if isinstance(exc, grpc.RpcError):
+        return from_rpc_error(exc)
+    return Unavailable(f"the decision could not be sent to {bank}: {exc}")

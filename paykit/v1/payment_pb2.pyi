@@ -224,18 +224,20 @@ class BankBalanceRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("txn_id", "leg", "account_id", "amount_minor", "coordinator")
+    __slots__ = ("txn_id", "leg", "account_id", "amount_minor", "coordinator", "request_id")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     LEG_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     leg: Leg
     account_id: str
     amount_minor: int
     coordinator: str
-    def __init__(self, txn_id: _Optional[str] = ..., leg: _Optional[_Union[Leg, str]] = ..., account_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, txn_id: _Optional[str] = ..., leg: _Optional[_Union[Leg, str]] = ..., account_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., coordinator: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PrepareResponse(_message.Message):
     __slots__ = ("vote", "reason", "message")
@@ -258,6 +260,50 @@ class DecisionResponse(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: str
     def __init__(self, state: _Optional[str] = ...) -> None: ...
+
+class PrepareBatchRequest(_message.Message):
+    __slots__ = ("legs",)
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    legs: _containers.RepeatedCompositeFieldContainer[PrepareRequest]
+    def __init__(self, legs: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ...) -> None: ...
+
+class PrepareBatchResponse(_message.Message):
+    __slots__ = ("votes",)
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedCompositeFieldContainer[PrepareResponse]
+    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ...) -> None: ...
+
+class LegDecision(_message.Message):
+    __slots__ = ("txn_id", "decision", "request_id")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    decision: Decision
+    request_id: str
+    def __init__(self, txn_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DecideBatchRequest(_message.Message):
+    __slots__ = ("legs",)
+    LEGS_FIELD_NUMBER: _ClassVar[int]
+    legs: _containers.RepeatedCompositeFieldContainer[LegDecision]
+    def __init__(self, legs: _Optional[_Iterable[_Union[LegDecision, _Mapping]]] = ...) -> None: ...
+
+class LegAck(_message.Message):
+    __slots__ = ("state", "error_reason", "error_message")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    error_reason: str
+    error_message: str
+    def __init__(self, state: _Optional[str] = ..., error_reason: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class DecideBatchResponse(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[LegAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[LegAck, _Mapping]]] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("txn_id",)
