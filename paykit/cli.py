@@ -253,8 +253,7 @@ def _add_gateway(sub) -> None:
         "--batching",
         choices=("on", "off"),
         default="on",
-        help="send a bank's legs in batches (PrepareBatch, DecideBatch) or one call each "
-        "(default on)",
+        help="send a bank's legs in batches (Exchange) or one call each (default on)",
     )
     p.add_argument("--lockout-failures", type=int, default=config.LOCKOUT_FAILURES)
     p.add_argument("--lockout-s", type=float, default=config.LOCKOUT_S)

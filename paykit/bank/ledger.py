@@ -83,6 +83,12 @@ def check_batch(n: int) -> None:
         raise InvalidInput(f"a batch holds 1 to {BATCH_LEGS_MAX} legs, not {n}")
 
 
+def _between_legs(done: int, total: int) -> None:
+    """The failpoint inside a batch: its first leg written, the others not, nothing committed."""
+    if done == 1 and total > 1:
+        failpoints.hit("bank.batch_between_legs")
+
+
 @dataclass(frozen=True)
 class PrepareLeg:
     """One leg of a Prepare: its transaction, which side, whose account, how much."""
@@ -200,22 +206,51 @@ class Ledger:
         return vote
 
     def prepare_many(self, legs: Sequence[PrepareLeg]) -> list[Vote]:
-        """Prepares every leg in ONE durable transaction (one fsync), in order: after a crash each
-        leg is prepared or none is. A leg that is not valid votes NO with the reason why."""
-        check_batch(len(legs))
-        votes = []
-        with self.db.write() as conn:
-            for i, item in enumerate(legs):
-                try:
-                    item.check()
-                except InvalidInput as err:
-                    votes.append(Vote(False, err.reason, err.message))
-                    continue
-                votes.append(self._prepare(conn, item))
-                if i == 0 and len(legs) > 1:
-                    failpoints.hit("bank.batch_between_legs")
-            failpoints.hit("bank.after_hold_before_commit")
-        return votes
+        """Prepares every leg in ONE durable transaction (see apply_batch)."""
+        return self.apply_batch([], legs)[1]
+
+    def apply_batch(
+        self, decisions: Sequence[tuple[str, bool]], prepares: Sequence[PrepareLeg]
+    ) -> tuple[list[str | PaykitError], list[Vote]]:
+        """Applies (txn_id, commit) decisions, then Prepares, in ONE transaction (one fsync):
+        after a crash each leg is applied or none is. Each leg is answered as its unary call
+        would answer it: a decision with its new state or the error that kept it from applying
+        (the others still apply), a Prepare with its vote (NO with the reason when it is not
+        valid). Decisions go first, so a hold they release is spendable by the Prepares.
+        Durable (fsync) unless it holds only Commits (see commit() for why those may skip it)."""
+        check_batch(len(decisions) + len(prepares))
+        durable = bool(prepares) or not all(commit for _, commit in decisions)
+        acks: list[str | PaykitError] = []
+        votes: list[Vote] = []
+        total = len(decisions) + len(prepares)
+        with self.db.write(durable=durable) as conn:
+            for txn_id, commit in decisions:
+                acks.append(self._decide_one(conn, txn_id, commit))
+                _between_legs(len(acks), total)
+            for item in prepares:
+                votes.append(self._prepare_checked(conn, item))
+                _between_legs(len(acks) + len(votes), total)
+            if prepares:
+                failpoints.hit("bank.after_hold_before_commit")
+        return acks, votes
+
+    def _prepare_checked(self, conn: sqlite3.Connection, item: PrepareLeg) -> Vote:
+        try:
+            item.check()
+        except InvalidInput as err:
+            return Vote(False, err.reason, err.message)
+        return self._prepare(conn, item)
+
+    def _decide_one(self, conn: sqlite3.Connection, txn_id: str, commit: bool) -> str | PaykitError:
+        """One decision inside a batch: its new state, or the error (its writes, if any, undone)."""
+        conn.execute("SAVEPOINT leg")
+        try:
+            return (self._commit if commit else self._abort)(conn, txn_id)
+        except PaykitError as err:
+            conn.execute("ROLLBACK TO leg")
+            return err
+        finally:
+            conn.execute("RELEASE leg")
 
     def _prepare(self, conn: sqlite3.Connection, item: PrepareLeg) -> Vote:
         row = conn.execute(
@@ -281,24 +316,8 @@ class Ledger:
             return self._abort(conn, txn_id)
 
     def decide_many(self, decisions: Sequence[tuple[str, bool]]) -> list[str | PaykitError]:
-        """Applies (txn_id, commit) decisions in one transaction, each as commit() or abort()
-        would: per leg its new state, or the error that kept it from applying (the others
-        still apply). Durable (fsync) when it holds an Abort, like abort(); Commits alone are
-        not, for the reason commit() gives."""
-        check_batch(len(decisions))
-        results: list[str | PaykitError] = []
-        with self.db.write(durable=not all(commit for _, commit in decisions)) as conn:
-            for txn_id, commit in decisions:
-                conn.execute("SAVEPOINT leg")
-                try:
-                    results.append(
-                        self._commit(conn, txn_id) if commit else self._abort(conn, txn_id)
-                    )
-                except PaykitError as err:  # this leg only: its writes (none, in fact) are undone
-                    conn.execute("ROLLBACK TO leg")
-                    results.append(err)
-                conn.execute("RELEASE leg")
-        return results
+        """Applies (txn_id, commit) decisions in one transaction (see apply_batch)."""
+        return self.apply_batch(decisions, [])[0]
 
     def _commit(self, conn: sqlite3.Connection, txn_id: str) -> str:
         row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()

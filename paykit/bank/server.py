@@ -82,12 +82,27 @@ class BankServicer(pb_grpc.BankServicer):
         return _vote_pb(vote)
 
     @servicer_method
-    def PrepareBatch(self, request, context):
-        """Many legs in one durable transaction; one vote per leg, in order."""
-        note(legs=len(request.legs))
-        check_batch(len(request.legs))
-        votes = self.ledger.prepare_many([_prepare_leg(leg) for leg in request.legs])
-        for leg, vote in zip(request.legs, votes, strict=True):
+    def Exchange(self, request, context):
+        """Many legs in one transaction: the decisions, then the Prepares; an answer per leg."""
+        prepares, decisions = request.prepares, request.decisions
+        note(legs=len(prepares) + len(decisions))
+        check_batch(len(prepares) + len(decisions))
+        acks: list[pb.LegAck | None] = [None] * len(decisions)
+        todo = []  # (index, txn id, commit) of the decisions that can be applied
+        for i, leg in enumerate(decisions):
+            if leg.decision in (pb.DECISION_COMMIT, pb.DECISION_ABORT):
+                todo.append((i, leg.txn_id, leg.decision == pb.DECISION_COMMIT))
+            else:
+                acks[i] = pb.LegAck(
+                    error_reason=InvalidInput.reason,
+                    error_message="a leg's decision must be COMMIT or ABORT",
+                )
+        results, votes = self.ledger.apply_batch(
+            [(txn, commit) for _, txn, commit in todo], [_prepare_leg(leg) for leg in prepares]
+        )
+        for (i, txn_id, commit), result in zip(todo, results, strict=True):
+            acks[i] = _ack(txn_id, commit, result, decisions[i].request_id)
+        for leg, vote in zip(prepares, votes, strict=True):
             eventlog.event(
                 "2pc.voted",
                 txn_id=leg.txn_id,
@@ -95,34 +110,8 @@ class BankServicer(pb_grpc.BankServicer):
                 reason=vote.reason or None,
                 request_id=leg.request_id or None,
             )
-        if any(vote.yes for vote in votes):
-            failpoints.hit("bank.after_vote_yes_before_reply")
-            context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
-        return pb.PrepareBatchResponse(votes=[_vote_pb(vote) for vote in votes])
-
-    @servicer_method
-    def DecideBatch(self, request, context):
-        """Many Commits and Aborts in one transaction; one ack (or a leg's error) per leg."""
-        note(legs=len(request.legs))
-        check_batch(len(request.legs))
-        acks: list[pb.LegAck | None] = [None] * len(request.legs)
-        todo = []  # (index, txn id, commit) of the legs with a decision to apply
-        for i, leg in enumerate(request.legs):
-            if leg.decision not in (pb.DECISION_COMMIT, pb.DECISION_ABORT):
-                acks[i] = pb.LegAck(
-                    error_reason=InvalidInput.reason,
-                    error_message="a leg's decision must be COMMIT or ABORT",
-                )
-            else:
-                todo.append((i, leg.txn_id, leg.decision == pb.DECISION_COMMIT))
-        results = (
-            self.ledger.decide_many([(txn, commit) for _, txn, commit in todo]) if todo else []
-        )
-        for (i, txn_id, commit), result in zip(todo, results, strict=True):
-            acks[i] = _ack(txn_id, commit, result, request.legs[i].request_id)
-        if any(commit for _, _, commit in todo):
-            failpoints.hit("bank.after_commit_before_ack")
-        return pb.DecideBatchResponse(acks=acks)
+        _after_batch(context, any(v.yes for v in votes), any(c for _, _, c in todo))
+        return pb.ExchangeResponse(votes=[_vote_pb(vote) for vote in votes], acks=acks)
 
     @servicer_method
     def Commit(self, request, context):
@@ -150,6 +139,15 @@ def _vote_pb(vote) -> pb.PrepareResponse:
     return pb.PrepareResponse(
         vote=pb.VOTE_YES if vote.yes else pb.VOTE_NO, reason=vote.reason, message=vote.message
     )
+
+
+def _after_batch(context, voted_yes: bool, committed: bool) -> None:
+    """The failpoints of the unary calls, at the same moments of a batch."""
+    if committed:
+        failpoints.hit("bank.after_commit_before_ack")
+    if voted_yes:
+        failpoints.hit("bank.after_vote_yes_before_reply")
+        context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
 
 
 def _ack(txn_id: str, commit: bool, result, request_id: str) -> pb.LegAck:

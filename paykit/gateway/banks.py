@@ -1,9 +1,10 @@
 """The gateway's side of the bank channels: the coordinator's `Participants`, over gRPC.
 
-With batching on (the default), each bank has two natural batchers (paykit.gateway.batcher):
-Prepares go as PrepareBatch, Commits and Aborts as DecideBatch, and the coordinator still
-sees one vote and one acknowledgement per leg. With it off, each leg is its own unary
-Prepare, Commit or Abort, as tools and lessons call them.
+With batching on (the default), each bank has a natural batcher (paykit.gateway.batcher):
+the Prepares, Commits and Aborts that wait while a batch to that bank is in flight go
+together in one Exchange call, and the coordinator still sees one vote and one
+acknowledgement per leg. With it off, each leg is its own unary Prepare, Commit or Abort,
+as tools and lessons call them.
 """
 
 from __future__ import annotations
@@ -52,16 +53,15 @@ class BankChannels:
         # Prepares go out as blocking calls on these threads, not as .future() calls: grpcio
         # completes a blocking call on its own queue, a future on the channel's shared spin
         # thread, which cost about 2 ms more per Prepare round trip (paykit bench, 1 payer).
-        # With batching, a bank's batches are sent one at a time: two threads per bank.
-        size = 2 * len(banks) if batching else PREPARE_SENDERS
+        size = len(banks) if batching else PREPARE_SENDERS
         self._senders = futures.ThreadPoolExecutor(size, "bank-send")
-        self._prepares = {b: self._batcher(b, self._prepare_batch, _vote_failed) for b in banks}
-        self._decisions = {b: self._batcher(b, self._decide_batch, _ack_failed) for b in banks}
+        # With batching, a bank's batches are sent one at a time: one thread per bank suffices.
+        self._batchers = {bank: self._batcher(bank) for bank in banks}
 
-    def _batcher(self, bank: str, send, failed) -> Batcher:
+    def _batcher(self, bank: str) -> Batcher:
         return Batcher(
-            lambda legs: send(bank, legs),
-            lambda _leg, exc: failed(bank, exc),
+            lambda legs: self._exchange(bank, legs),
+            lambda leg, exc: _leg_failed(bank, leg, exc),
             self._senders,
             BATCH_LEGS_MAX,
         )
@@ -102,7 +102,7 @@ class BankChannels:
         )
         self.stub(bank)  # UnknownBank now, not inside a batch
         if self.batching:
-            return self._prepares[bank].submit(_Leg(request, time.monotonic() + timeout_s))
+            return self._batchers[bank].submit(_Leg(request, time.monotonic() + timeout_s))
         metadata = outgoing_metadata()
         return self._senders.submit(self._vote, bank, request, timeout_s, metadata)
 
@@ -124,7 +124,7 @@ class BankChannels:
             request_id=_request_id(),
             decision=pb.DECISION_COMMIT if commit else pb.DECISION_ABORT,
         )
-        ack = self._decisions[bank].submit(_Leg(decision, time.monotonic() + timeout_s))
+        ack = self._batchers[bank].submit(_Leg(decision, time.monotonic() + timeout_s))
         try:
             failure = ack.result(timeout=timeout_s)
         except futures.TimeoutError:  # still queued or in flight: the redriver sends it again
@@ -134,31 +134,40 @@ class BankChannels:
 
     # -- batches ----------------------------------------------------------------
 
-    def _prepare_batch(self, bank: str, legs: list[_Leg]) -> list[Vote]:
-        """One PrepareBatch of the legs whose coordinator still waits; NO for the others."""
+    def _exchange(self, bank: str, legs: list[_Leg]) -> list[Vote | PaykitError | None]:
+        """One Exchange of the waiting legs: a Vote per Prepare (NO for one nobody waits for
+        any more, which is not sent), and per decision None (applied) or why it was not."""
         now = time.monotonic()
-        live = [leg for leg in legs if leg.deadline > now]
-        votes = {}
-        if live:
-            timeout_s = max(leg.deadline for leg in live) - now
-            reply = self.stub(bank).PrepareBatch(
-                pb.PrepareBatchRequest(legs=[leg.request for leg in live]), timeout=timeout_s
-            )
-            for leg, vote in zip(live, reply.votes, strict=True):
-                votes[id(leg)] = Vote(vote.vote == pb.VOTE_YES, vote.reason, vote.message)
         late = Vote(False, "BANK_TIMEOUT", f"{bank} did not vote in time")
-        return [votes.get(id(leg), late) for leg in legs]
+        prepares = [leg for leg in legs if _is_prepare(leg) and leg.deadline > now]
+        decisions = [leg for leg in legs if not _is_prepare(leg)]
+        answers: dict[int, Vote | PaykitError | None] = {}
+        if prepares or decisions:
+            timeout_s = max(0.05, max(leg.deadline for leg in prepares + decisions) - now)
+            request = pb.ExchangeRequest(
+                prepares=[leg.request for leg in prepares],
+                decisions=[leg.request for leg in decisions],
+            )
+            reply = self.stub(bank).Exchange(request, timeout=timeout_s)
+            for leg, vote in zip(prepares, reply.votes, strict=True):
+                answers[id(leg)] = Vote(vote.vote == pb.VOTE_YES, vote.reason, vote.message)
+            for leg, ack in zip(decisions, reply.acks, strict=True):
+                failed = ack.error_reason and from_reason(ack.error_reason)(ack.error_message)
+                answers[id(leg)] = failed or None
+        return [answers.get(id(leg), late) for leg in legs]
 
-    def _decide_batch(self, bank: str, legs: list[_Leg]) -> list[PaykitError | None]:
-        """One DecideBatch: per leg None (applied) or the error that kept it from applying."""
-        timeout_s = max(0.05, max(leg.deadline for leg in legs) - time.monotonic())
-        reply = self.stub(bank).DecideBatch(
-            pb.DecideBatchRequest(legs=[leg.request for leg in legs]), timeout=timeout_s
-        )
-        return [
-            from_reason(ack.error_reason)(ack.error_message) if ack.error_reason else None
-            for ack in reply.acks
-        ]
+
+def _is_prepare(leg: _Leg) -> bool:
+    return isinstance(leg.request, pb.PrepareRequest)
+
+
+def _leg_failed(bank: str, leg: _Leg, exc: BaseException) -> Vote | PaykitError:
+    """A leg's answer when its whole Exchange failed: a NO vote, or the error decide() raises."""
+    if _is_prepare(leg):
+        return _vote_failed(bank, exc)
+    if isinstance(exc, grpc.RpcError):
+        return from_rpc_error(exc)
+    return Unavailable(f"the decision could not be sent to {bank}: {exc}")
 
 
 def _request_id() -> str:
@@ -172,10 +181,3 @@ def _vote_failed(bank: str, exc: BaseException) -> Vote:
         return Vote(False, "BANK_TIMEOUT", f"{bank} did not vote in time")
     error = from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc
     return Vote(False, "BANK_UNAVAILABLE", f"{bank} could not vote: {error}")
-
-
-def _ack_failed(bank: str, exc: BaseException) -> PaykitError:
-    """What decide() raises for a leg whose whole DecideBatch failed."""
-    if isinstance(exc, grpc.RpcError):
-        return from_rpc_error(exc)
-    return Unavailable(f"the decision could not be sent to {bank}: {exc}")

@@ -346,10 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="at the end, check paykit.check's invariants on the databases (slow for big preloads)",
     )
     p.add_argument(
+        "--batching",
+        choices=("on", "off", "both"),
+        default="on",
+        help="the gateway sends a bank's legs in batches (on, the default) or one call each "
+        "(off); both: one cluster each, measured in alternating rounds, and their ratios",
+    )
+    p.add_argument(
         "--data-dir",
         help="keep the cluster's databases and logs here (default: a temporary folder)",
     )
     return p
+
+
+def variants_of(args) -> dict[str, dict]:
+    """The clusters to measure: one, or two to compare (the second over the first)."""
+    if args.batching == "both":
+        return {"batching off": {"batching": False}, "batching on": {"batching": True}}
+    return {"": {"batching": args.batching == "on"}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         outbox=args.outbox,
         check=args.check,
+        variants=variants_of(args),
         out=sys.stdout,
     )
     return 0

@@ -261,18 +261,6 @@ class DecisionResponse(_message.Message):
     state: str
     def __init__(self, state: _Optional[str] = ...) -> None: ...
 
-class PrepareBatchRequest(_message.Message):
-    __slots__ = ("legs",)
-    LEGS_FIELD_NUMBER: _ClassVar[int]
-    legs: _containers.RepeatedCompositeFieldContainer[PrepareRequest]
-    def __init__(self, legs: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ...) -> None: ...
-
-class PrepareBatchResponse(_message.Message):
-    __slots__ = ("votes",)
-    VOTES_FIELD_NUMBER: _ClassVar[int]
-    votes: _containers.RepeatedCompositeFieldContainer[PrepareResponse]
-    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ...) -> None: ...
-
 class LegDecision(_message.Message):
     __slots__ = ("txn_id", "decision", "request_id")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -282,12 +270,6 @@ class LegDecision(_message.Message):
     decision: Decision
     request_id: str
     def __init__(self, txn_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
-
-class DecideBatchRequest(_message.Message):
-    __slots__ = ("legs",)
-    LEGS_FIELD_NUMBER: _ClassVar[int]
-    legs: _containers.RepeatedCompositeFieldContainer[LegDecision]
-    def __init__(self, legs: _Optional[_Iterable[_Union[LegDecision, _Mapping]]] = ...) -> None: ...
 
 class LegAck(_message.Message):
     __slots__ = ("state", "error_reason", "error_message")
@@ -299,11 +281,21 @@ class LegAck(_message.Message):
     error_message: str
     def __init__(self, state: _Optional[str] = ..., error_reason: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
 
-class DecideBatchResponse(_message.Message):
-    __slots__ = ("acks",)
+class ExchangeRequest(_message.Message):
+    __slots__ = ("prepares", "decisions")
+    PREPARES_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    prepares: _containers.RepeatedCompositeFieldContainer[PrepareRequest]
+    decisions: _containers.RepeatedCompositeFieldContainer[LegDecision]
+    def __init__(self, prepares: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[LegDecision, _Mapping]]] = ...) -> None: ...
+
+class ExchangeResponse(_message.Message):
+    __slots__ = ("votes", "acks")
+    VOTES_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedCompositeFieldContainer[PrepareResponse]
     acks: _containers.RepeatedCompositeFieldContainer[LegAck]
-    def __init__(self, acks: _Optional[_Iterable[_Union[LegAck, _Mapping]]] = ...) -> None: ...
+    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[LegAck, _Mapping]]] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("txn_id",)

@@ -411,15 +411,10 @@ class BankStub:
                 request_serializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
                 response_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
                 _registered_method=True)
-        self.PrepareBatch = channel.unary_unary(
-                '/paykit.v1.Bank/PrepareBatch',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.PrepareBatchRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.PrepareBatchResponse.FromString,
-                _registered_method=True)
-        self.DecideBatch = channel.unary_unary(
-                '/paykit.v1.Bank/DecideBatch',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.DecideBatchRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.DecideBatchResponse.FromString,
+        self.Exchange = channel.unary_unary(
+                '/paykit.v1.Bank/Exchange',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
 
 
@@ -464,20 +459,13 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PrepareBatch(self, request, context):
-        """Many Prepares in one call: the gateway sends the legs that waited while its
-        previous batch to this bank was in flight. The bank applies them in one
-        transaction (one fsync): after a crash every leg is prepared or none is.
-        One vote per leg, in the order of the legs; at most 256 legs.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def DecideBatch(self, request, context):
-        """Many Commits and Aborts in one call, applied in one transaction, each
-        idempotently as the unary calls are. One ack per leg, in order; a leg that
-        cannot be applied gets its error in its ack, and the others still apply.
+    def Exchange(self, request, context):
+        """Many legs in one call: the Prepares, Commits and Aborts for this bank that
+        waited while the gateway's previous batch to it was in flight (at most 256
+        in all). The bank applies the decisions, then the Prepares, in one
+        transaction (one fsync): after a crash each leg is applied or none is. One
+        vote per Prepare and one ack per decision, each in the order sent; a leg
+        that cannot be applied gets its error in its ack, and the others still apply.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -511,15 +499,10 @@ def add_BankServicer_to_server(servicer, server):
                     request_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.FromString,
                     response_serializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.SerializeToString,
             ),
-            'PrepareBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.PrepareBatch,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.PrepareBatchRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.PrepareBatchResponse.SerializeToString,
-            ),
-            'DecideBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.DecideBatch,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.DecideBatchRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.DecideBatchResponse.SerializeToString,
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -671,7 +654,7 @@ class Bank:
             _registered_method=True)
 
     @staticmethod
-    def PrepareBatch(request,
+    def Exchange(request,
             target,
             options=(),
             channel_credentials=None,
@@ -684,36 +667,9 @@ class Bank:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/paykit.v1.Bank/PrepareBatch',
-            paykit_dot_v1_dot_payment__pb2.PrepareBatchRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.PrepareBatchResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DecideBatch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/paykit.v1.Bank/DecideBatch',
-            paykit_dot_v1_dot_payment__pb2.DecideBatchRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.DecideBatchResponse.FromString,
+            '/paykit.v1.Bank/Exchange',
+            paykit_dot_v1_dot_payment__pb2.ExchangeRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""The ledger's batches (PrepareBatch, DecideBatch) on their own: one transaction for many legs,
+"""The ledger's batches (a bank's Exchange) on their own: one transaction for many legs,
 each leg answered as the unary call would answer it, all or nothing on a failure."""
 
 from __future__ import annotations

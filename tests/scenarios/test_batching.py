@@ -1,4 +1,4 @@
-"""Batching with real servers: many legs per PrepareBatch and DecideBatch, the same outcome per leg
+"""Batching with real servers: many legs per Exchange call, the same outcome per leg
 as unary calls, and a crash inside a batch leaves each leg fully prepared or not at all."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SETTLE_S = 20.0
 
 
 def bank_calls(cluster, bank: str, method: str) -> list[dict]:
-    """The bank's own log lines of each call of `method` (e.g. PrepareBatch)."""
+    """The bank's own log lines of each call of `method` (e.g. Exchange)."""
     path = cluster.procs[bank].data_dir / f"{bank}.jsonl"
     lines = (json.loads(line) for line in path.read_text().splitlines() if line.startswith("{"))
     return [e for e in lines if e.get("event") == "rpc" and e["method"].endswith(f"/{method}")]
@@ -60,9 +60,13 @@ def test_concurrent_payments_share_batches_and_each_leg_gets_its_own_vote(make_c
     assert all(a.failure_reason == "INSUFFICIENT_FUNDS" for a in answers[::3])
     wait_until(lambda: check_invariants(cluster).ok, SETTLE_S, what="every decision delivered")
     assert total_money(cluster) == money
-    # The legs really travelled together: fewer PrepareBatch calls than legs, some with several.
-    sizes = [call["legs"] for call in bank_calls(cluster, "BankA", "PrepareBatch")]
-    assert sum(sizes) == PAYERS and max(sizes) > 1 and not bank_calls(cluster, "BankA", "Prepare")
+    # The legs really travelled together: fewer Exchange calls than legs (each payment has a
+    # Prepare and a decision at BankA), some with several, and no unary call at all.
+    sizes = [call["legs"] for call in bank_calls(cluster, "BankA", "Exchange")]
+    assert sum(sizes) == 2 * PAYERS and max(sizes) > 1
+    assert not bank_calls(cluster, "BankA", "Prepare") and not bank_calls(
+        cluster, "BankA", "Commit"
+    )
 
 
 def test_with_batching_off_each_leg_is_its_own_call(make_cluster):
@@ -71,7 +75,7 @@ def test_with_batching_off_each_leg_is_its_own_call(make_cluster):
     answers = pay_all(payers, [500, 500, 500])
     assert {a.status for a in answers} == {pb.PAYMENT_STATUS_SUCCEEDED}
     assert len(bank_calls(cluster, "BankA", "Prepare")) == 3
-    assert not bank_calls(cluster, "BankA", "PrepareBatch")
+    assert not bank_calls(cluster, "BankA", "Exchange")
     wait_until(lambda: check_invariants(cluster).ok, SETTLE_S, what="every decision delivered")
 
 
