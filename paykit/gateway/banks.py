@@ -32,7 +32,7 @@ BANK_CALL_TIMEOUT_S = 5.0
 PREPARE_SENDERS = 32
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Leg:
     """A leg waiting for its bank's next batch."""
 
@@ -140,10 +140,12 @@ class BankChannels:
         any more, which is not sent), and per decision None (applied) or why it was not."""
         now = time.monotonic()
         late = Vote(False, "BANK_TIMEOUT", f"{bank} did not vote in time")
+        if len(legs) == 1 and legs[0].deadline > now:  # alone: the unary call, which costs less
+            return [self._one(bank, legs[0], max(0.05, legs[0].deadline - now))]
         prepares = [leg for leg in legs if _is_prepare(leg) and leg.deadline > now]
         decisions = [leg for leg in legs if not _is_prepare(leg)]
         answers: dict[int, Vote | PaykitError | None] = {}
-        if len(prepares) + len(decisions) == 1:  # alone: the unary call, which costs less
+        if len(prepares) + len(decisions) == 1:  # the others were late: this one goes alone
             (leg,) = prepares + decisions
             answers[id(leg)] = self._one(bank, leg, max(0.05, leg.deadline - now))
         elif prepares or decisions:
