@@ -17,7 +17,10 @@ LOCKOUT_FAILURES = 5  # failed sign-ins in a row before the account locks
 LOCKOUT_S = 60.0  # how long it stays locked
 IN_DOUBT_ASK_AFTER_S = 1.0  # a bank asks the coordinator about a prepare this old
 CALL_TIMEOUT_S = 5.0  # deadline of one client call
-SERVER_WORKERS = 32  # threads per server: bounds concurrent calls
+SERVER_WORKERS = 32  # threads per server running calls whose request has arrived
+# Threads of the gateway's sign-in pool (Register, Authenticate: they hash passwords). Two on a
+# 2-core machine: a flood of sign-ins queues there and leaves a core to payments.
+SIGN_IN_WORKERS = 2
 
 
 def state_dir() -> Path:
