@@ -64,7 +64,9 @@ def cmd_bank(args) -> int:
     from paykit.bank import server as bank
     from paykit.rpc import pki
 
-    tls = pki.ensure_identity(_pki_dir(args), pki.bank_cn(args.name), sans=tuple(args.san))
+    tls = pki.load_identity(
+        _pki_dir(args), pki.bank_cn(args.name), sans=tuple(args.san), issue=True
+    )
     bank.serve(
         config.BankConfig(
             name=args.name,
@@ -88,7 +90,7 @@ def cmd_gateway(args) -> int:
         raise PaykitError("the gateway needs at least one --bank NAME=HOST:PORT")
     if args.prepare_timeout_s <= 0:
         raise PaykitError("--prepare-timeout-s must be more than 0")
-    tls = pki.ensure_identity(_pki_dir(args), pki.GATEWAY_CN, sans=tuple(args.san))
+    tls = pki.load_identity(_pki_dir(args), pki.GATEWAY_CN, sans=tuple(args.san), issue=True)
     gateway.serve(
         config.GatewayConfig(
             host=args.host,
@@ -177,10 +179,22 @@ def cmd_pki(args) -> int:
 
     target = Path(args.dir) if args.dir else config.state_dir() / "pki"
     files = pki.init_pki(target, args.bank or list(config.DEFAULT_BANK_PORTS), sans=tuple(args.san))
-    print(f"[paykit] dev PKI in {target}:")
+    print(f"[paykit] dev PKI in {target}: the CA in ca/, one bundle per role")
     for cn, f in files.items():
-        print(f"  {cn:22} {f.cert.name}  {f.key.name}")
-    print("  CA certificate        ca.pem   (keys are private to this machine: never commit them)")
+        print(f"  {cn:22} {f.cert.parent.name}/")
+    print("[paykit] keys are private: never commit them; give each host only its own bundle")
+    print("[paykit] (paykit pki export ROLE DIR)")
+    return 0
+
+
+def cmd_pki_export(args) -> int:
+    from paykit.rpc import pki
+
+    source = Path(args.dir) if args.dir else config.state_dir() / "pki"
+    files = pki.export_bundle(source, args.role, Path(args.out), sans=tuple(args.san))
+    names = ", ".join(p.name for p in pki.bundle_paths(files))
+    print(f"[paykit] {args.role} bundle in {args.out}: {names}")
+    print(f"[paykit] copy that folder to the {args.role} host and give it --pki-dir")
     return 0
 
 
@@ -290,6 +304,17 @@ def _add_pki(sub) -> None:
         "--san", action="append", default=[], help="extra host name or IP for every certificate"
     )
     q.set_defaults(func=cmd_pki)
+    e = pki_sub.add_parser(
+        "export",
+        help="write one role's bundle (CA certificate, its own keys) for another host",
+    )
+    e.add_argument("role", metavar="ROLE", help="gateway, client or bank-NAME (e.g. bank-BankA)")
+    e.add_argument("out", metavar="DIR", help="the folder to write (made 0700)")
+    e.add_argument("--dir", help="the PKI folder that holds the CA (default: <state folder>/pki)")
+    e.add_argument(
+        "--san", action="append", default=[], help="extra host name or IP (server roles)"
+    )
+    e.set_defaults(func=cmd_pki_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,11 +30,14 @@ def state_dir() -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class TLSFiles:
-    """The PEM files one process needs for mutual TLS."""
+    """The PEM files one process needs for mutual TLS: the CA certificate, the identity it
+    serves with, and (a server that also calls others) the client identity it calls with."""
 
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

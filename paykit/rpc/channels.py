@@ -9,7 +9,7 @@ import grpc
 
 from paykit.core.config import TLSFiles
 from paykit.core.errors import Unavailable
-from paykit.rpc.pki import read_tls
+from paykit.rpc.pki import read_client_tls, read_tls
 
 MAX_MESSAGE_BYTES = 1 << 20  # no paykit message comes near 1 MiB; refuse anything bigger
 
@@ -22,7 +22,7 @@ def server_credentials(tls: TLSFiles) -> grpc.ServerCredentials:
 
 
 def channel_credentials(tls: TLSFiles) -> grpc.ChannelCredentials:
-    ca, cert, key = read_tls(tls)
+    ca, cert, key = read_client_tls(tls)
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )

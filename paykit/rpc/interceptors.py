@@ -265,7 +265,7 @@ def _logged(method: str):
                 text = context.details() or (str(failure) if failure is not None else "")
                 if isinstance(text, bytes):
                     text = text.decode(errors="replace")
-                record["error"] = text or None
+                record["error"] = text or f"the call ended {record['code']}"
             record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
             eventlog.event("rpc", **record)
             _call.reset(token)
