@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from conftest import new_payer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import new_payer
 from paykit.lab.attack import hold_cluster
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.pki import CLIENT_CN, ensure_identity
