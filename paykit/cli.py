@@ -102,8 +102,10 @@ def cmd_gateway(args) -> int:
             prepare_timeout_s=args.prepare_timeout_s,
             token_ttl_s=args.token_ttl_s,
             idempotency_retention_s=args.idempotency_retention_s,
-            lockout_failures=args.lockout_failures,
-            lockout_s=args.lockout_s,
+            sign_in_free_failures=args.sign_in_free_failures,
+            sign_in_peer_per_min=args.sign_in_peer_per_min,
+            registrations_per_hour=args.registrations_per_hour,
+            opening_minor_per_hour=args.opening_minor_per_hour,
             failpoints=args.failpoints,
         ),
         exit_on_stdin_eof=args.exit_on_stdin_eof,
@@ -262,8 +264,7 @@ def _add_gateway(sub) -> None:
         default=config.IDEMPOTENCY_RETENTION_S,
         help="how long idempotency keys are kept (default 24 h)",
     )
-    p.add_argument("--lockout-failures", type=int, default=config.LOCKOUT_FAILURES)
-    p.add_argument("--lockout-s", type=float, default=config.LOCKOUT_S)
+    _limit_args(p)
     p.add_argument(
         "--advertise", help="host:port banks use to reach this gateway (default: host:port)"
     )
@@ -271,6 +272,21 @@ def _add_gateway(sub) -> None:
         "--san", action="append", default=[], help="extra host name or IP for its certificate"
     )
     p.set_defaults(func=cmd_gateway)
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    """Limits per caller and time (docs/security.md); the defaults are paykit.core.config's."""
+    for flag, default, text in (
+        ("--sign-in-free-failures", config.SIGN_IN_FREE_FAILURES,
+         "failed sign-ins of a name from one address before waits begin (1, 2, 4 s ...)"),
+        ("--sign-in-peer-per-min", config.SIGN_IN_PEER_PER_MIN,
+         "failed sign-ins one address may make a minute, over all names"),
+        ("--registrations-per-hour", config.REGISTRATIONS_PER_HOUR,
+         "registrations one address may make an hour"),
+        ("--opening-minor-per-hour", config.OPENING_MINOR_PER_HOUR,
+         "opening balances (minor units) one address may register an hour"),
+    ):  # fmt: skip
+        p.add_argument(flag, type=int, default=default, help=f"{text} (default {default})")
 
 
 def _add_client(sub) -> None:

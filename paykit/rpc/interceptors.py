@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import grpc
 
 from paykit.core import eventlog
-from paykit.core.errors import NotAuthenticated, PaykitError, PermissionDenied
+from paykit.core.errors import InvalidInput, NotAuthenticated, PaykitError, PermissionDenied
+from paykit.core.ids import too_long
 from paykit.rpc.dispatch import Pool
 from paykit.rpc.pki import BANK_CN_PREFIX, CLIENT_CN, GATEWAY_CN
 from paykit.rpc.status import abort, to_status
@@ -179,6 +180,19 @@ def _checked(refusal: Callable):
     return around
 
 
+def _length_refusal(request) -> InvalidInput | None:
+    """Every text field within its limit (paykit.core.ids.FIELD_MAX_CHARS), checked before the
+    handler runs; the error names the field and its limit, not the value."""
+    texts = {f.name: v for f, v in request.ListFields() if isinstance(v, str | bytes)}
+    over = too_long(texts)
+    if over is None:
+        return None
+    name, limit = over
+    err = InvalidInput(f"{name} is too long: at most {limit} characters")
+    err.metadata["field"] = name
+    return err
+
+
 class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
     """Checks the caller's certificate and token against ACCESS before the handler runs, and
     runs paykit's synchronous handlers on the pool POOLS names."""
@@ -211,7 +225,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             return behaviour(request, context)
 
         async def call(request, context):
-            err = refusal(context)
+            err = refusal(context) or _length_refusal(request)
             if err is None:
                 try:
                     return await pool.run(on_thread, request, context)

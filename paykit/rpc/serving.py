@@ -37,10 +37,21 @@ from paykit.v1 import payment_pb2
 STOP_GRACE_S = 1.0
 
 
+def private_data_dir(data_dir: Path) -> None:
+    """The data folder and what the server writes in it are its owner's alone: 0700, and 0600
+    for every file (databases and their -wal/-shm, logs), also those an earlier run made."""
+    os.umask(0o077)  # SQLite creates its files itself: the process's umask decides their mode
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for path in data_dir.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
+
+
 def lock_data_dir(data_dir: Path, name: str):
     """Holds an exclusive lock for the process's life: one server per database."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(data_dir)
         handle = open(data_dir / f"{name}.lock", "w")
     except OSError as exc:
         raise Unavailable(
