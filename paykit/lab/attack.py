@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -175,6 +176,46 @@ def hold_cluster(cluster, *, streams: int, bodyless: int, connections: int) -> l
             )
         )
     return holders
+
+
+class SourceRelay:
+    """Forwards TCP connections made to it on to `target`, from the local address `source`
+    (127.0.0.2, ...): a second peer address on one machine, as a remote attacker would have.
+    Bytes pass through untouched, so TLS and identity checks are end to end."""
+
+    def __init__(self, target: str, source: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target, self.source = (host, int(port)), source
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            outbound = socket.create_connection(self.target, source_address=(self.source, 0))
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def pay_latencies_ms(session, n: int, *, timeout_s: float = 10.0) -> tuple[list[float], int]:

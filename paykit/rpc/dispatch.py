@@ -68,10 +68,10 @@ class _Status(grpc.Status):
 class Pool:
     """A named thread pool with a bounded queue of calls waiting for its threads."""
 
-    def __init__(self, name: str, workers: int) -> None:
+    def __init__(self, name: str, workers: int, queue_max: int | None = None) -> None:
         self.name = name
         self.workers = workers
-        self.queue_max = workers * QUEUE_PER_WORKER
+        self.queue_max = workers * QUEUE_PER_WORKER if queue_max is None else queue_max
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=name)
         self._lock = threading.Lock()
         self._pending = 0  # calls given to the executor and not yet finished

@@ -35,6 +35,9 @@ from paykit.rpc.interceptors import (
 from paykit.v1 import payment_pb2
 
 STOP_GRACE_S = 1.0
+# Sign-ins and registrations that may wait for the sign-in pool's threads: a wait costs no
+# thread, and most of a burst is answered at once by the throttle, so the queue can be long.
+SIGN_IN_QUEUE = 256
 
 
 def private_data_dir(data_dir: Path) -> None:
@@ -100,7 +103,7 @@ class Server:
         failpoints.configure(self.data_dir, enabled=failpoints_enabled)
         self.pools = {
             DEFAULT_POOL: Pool(DEFAULT_POOL, workers),
-            SIGN_IN_POOL: Pool(SIGN_IN_POOL, SIGN_IN_WORKERS),
+            SIGN_IN_POOL: Pool(SIGN_IN_POOL, SIGN_IN_WORKERS, queue_max=SIGN_IN_QUEUE),
         }
         self._authorization = AuthorizationInterceptor(self.pools)
         interceptors = [LoggingInterceptor(), self._authorization]
