@@ -458,7 +458,13 @@ def run_bench(
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-bench-"))
     users = accounts_for(payers)
     result: dict = {"payers": payers, "rpcs_per_payment": RPCS_PER_PAYMENT, "load_start": _load()}
-    cluster = LocalCluster(BANKS, data_dir=root)
+    # Every payer opens with OPENING_MINOR from this one address: lift the per-address limits
+    # (docs/security.md) to what the run registers.
+    limits = (
+        "--opening-minor-per-hour", str(max(payers * OPENING_MINOR, 1)),
+        "--registrations-per-hour", str(max(payers, 100)),
+    )  # fmt: skip
+    cluster = LocalCluster(BANKS, data_dir=root, gateway_args=limits)
     try:
         cluster.start()
         register_all(cluster, users)

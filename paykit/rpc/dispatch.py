@@ -48,6 +48,12 @@ class SyncContext:
     def time_remaining(self):
         return self._context.time_remaining()
 
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._context.set_code(code)
+
+    def set_details(self, details: str) -> None:
+        self._context.set_details(details)
+
     def abort_with_status(self, status: grpc.Status):
         self.status = status
         raise _Aborted()

@@ -120,10 +120,9 @@ def peer_common_name(context: grpc.ServicerContext) -> str:
 
 
 def peer_host(context: grpc.ServicerContext) -> str:
-    """The caller's IP address as text ("127.0.0.1", "::1"), without the port."""
+    """The caller's IP address as text ("127.0.0.1", "[::1]"), without the port."""
     peer = context.peer() or ""
-    host = peer.removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0]
-    return host.removeprefix("[").removesuffix("]")
+    return peer.removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0]
 
 
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
