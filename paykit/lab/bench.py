@@ -461,8 +461,8 @@ def run_bench(
     # Every payer opens with OPENING_MINOR from this one address: lift the per-address limits
     # (docs/security.md) to what the run registers.
     limits = (
-        "--opening-minor-per-hour", str(max(payers * OPENING_MINOR, 1)),
-        "--registrations-per-hour", str(max(payers, 100)),
+        "--opening-minor-per-hour", str(len(users) * OPENING_MINOR),
+        "--registrations-per-hour", str(max(len(users), 100)),
     )  # fmt: skip
     cluster = LocalCluster(BANKS, data_dir=root, gateway_args=limits)
     try:
