@@ -109,11 +109,20 @@ class Pool:
         for callback in sync.callbacks:
             context.add_done_callback(lambda _ctx, callback=callback: callback())
         if sync.status is not None:
-            await context.abort_with_status(sync.status)
+            return end_with(context, sync.status)
         return response
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def end_with(context: grpc.aio.ServicerContext, status: grpc.Status) -> None:
+    """Ends a unary call with `status` once the handler returns. Unlike abort(), which sends the
+    status at once, this lets the interceptors finish first (the call's log line is written
+    before the caller can see the answer, as in grpc's sync server)."""
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(tuple(status.trailing_metadata or ()))
 
 
 def _call(fn: Callable, request, sync: SyncContext):

@@ -11,7 +11,6 @@ SQLite) then run on a worker thread of the pool POOLS names (paykit.rpc.dispatch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import enum
 import inspect
@@ -24,7 +23,7 @@ import grpc
 from paykit.core import eventlog
 from paykit.core.errors import InvalidInput, NotAuthenticated, PaykitError, PermissionDenied
 from paykit.core.ids import too_long
-from paykit.rpc.dispatch import Pool
+from paykit.rpc.dispatch import Pool, end_with
 from paykit.rpc.pki import BANK_CN_PREFIX, CLIENT_CN, GATEWAY_CN
 from paykit.rpc.status import abort, to_status
 
@@ -146,37 +145,60 @@ def _rebuild(handler: grpc.RpcMethodHandler, kind: str, behaviour: Callable):
     return _FACTORIES[kind](behaviour, handler.request_deserializer, handler.response_serializer)
 
 
-def _around(handler: grpc.RpcMethodHandler, around) -> grpc.RpcMethodHandler:
-    """The same asyncio handler with `around(request, context)` (an async context manager)
-    around its behaviour, whether that is a coroutine or an async generator."""
+def _wrapped(handler: grpc.RpcMethodHandler, before, after) -> grpc.RpcMethodHandler:
+    """The same asyncio handler with `await before(request, context)` ahead of its behaviour and
+    `after(state, context, failure)` once it ended (state is what before returned), whether the
+    behaviour is a coroutine or an async generator. Plain try/finally: this runs on every call."""
     kind, behaviour = _kind(handler)
     if inspect.isasyncgenfunction(behaviour):
 
         async def streamed(request, context):
-            async with around(request, context):
+            state, failure = await before(request, context), None
+            try:
                 async for message in behaviour(request, context):
                     yield message
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                after(state, context, failure)
 
         return _rebuild(handler, kind, streamed)
 
     async def awaited(request, context):
-        async with around(request, context):
+        state, failure = await before(request, context), None
+        try:
             return await behaviour(request, context)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            after(state, context, failure)
 
     return _rebuild(handler, kind, awaited)
 
 
-def _checked(refusal: Callable):
-    """Refuses the call (on the event loop) when its certificate may not make it."""
+class _PerMethod(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps each method's handler once and reuses the wrapped handler."""
 
-    @contextlib.asynccontextmanager
-    async def around(_request, context):
-        err = refusal(context)
-        if err is not None:
-            await context.abort_with_status(to_status(err))
-        yield
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    return around
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        cached = self._wrapped.get(details.method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[details.method] = (handler, self.wrap(handler, details.method))
+        return cached[1]
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+def _nothing_after(_state, _context, _failure) -> None:
+    return None
 
 
 def _length_refusal(request) -> InvalidInput | None:
@@ -192,28 +214,32 @@ def _length_refusal(request) -> InvalidInput | None:
     return err
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
+class AuthorizationInterceptor(_PerMethod):
     """Checks the caller's certificate and token against ACCESS before the handler runs, and
     runs paykit's synchronous handlers on the pool POOLS names."""
 
     def __init__(
         self, pools: dict[str, Pool], user_for_token: Callable[[str], Any] | None = None
     ) -> None:
+        super().__init__()
         self.pools = pools
         self.user_for_token = user_for_token
 
-    async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method, access = details.method, ACCESS.get(details.method)
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        access = ACCESS.get(method)
         kind, behaviour = _kind(handler)
 
         def refusal(context) -> PaykitError | None:
             return self._refusal(access, method, context)
 
         if inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour):
-            return _around(handler, _checked(refusal))  # health, reflection: asyncio already
+            # health, reflection: asyncio already; only the certificate check
+            async def checked(_request, context):
+                err = refusal(context)
+                if err is not None:
+                    await context.abort_with_status(to_status(err))
+
+            return _wrapped(handler, checked, _nothing_after)
         if kind != "unary_unary":
             raise TypeError(f"{method}: synchronous streaming handlers are not supported")
         pool = self.pools[POOLS.get(method, DEFAULT_POOL)]
@@ -230,7 +256,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                     return await pool.run(on_thread, request, context)
                 except PaykitError as busy:  # the pool's queue is full; nothing ran
                     err = busy
-            await context.abort_with_status(to_status(err))
+            return end_with(context, to_status(err))
 
         return _rebuild(handler, kind, call)
 
@@ -260,30 +286,18 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         note(user=user.username)
 
 
-def _logged(method: str):
-    """Writes the call's `rpc` line when it ends, whatever way it ends."""
-
-    @contextlib.asynccontextmanager
-    async def around(_request, context):
-        started, record, failure = time.perf_counter(), _record(method, context), None
-        token = _call.set(record)
-        try:
-            yield
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            record["code"] = _code_name(context.code(), failure)
-            if record["code"] != "OK":
-                text = context.details() or (str(failure) if failure is not None else "")
-                if isinstance(text, bytes):
-                    text = text.decode(errors="replace")
-                record["error"] = text or f"the call ended {record['code']}"
-            record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            eventlog.event("rpc", **record)
-            _call.reset(token)
-
-    return around
+def _finish(state: tuple, context, failure: BaseException | None) -> None:
+    """Writes the call's `rpc` line, whatever way it ended."""
+    started, record, token = state
+    record["code"] = _code_name(context.code(), failure)
+    if record["code"] != "OK":
+        text = context.details() or (str(failure) if failure is not None else "")
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        record["error"] = text or f"the call ended {record['code']}"
+    record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    eventlog.event("rpc", **record)
+    _call.reset(token)
 
 
 def _record(method: str, context) -> dict:
@@ -311,11 +325,12 @@ def _code_name(code, failure: BaseException | None) -> str:
     return "CANCELLED" if isinstance(failure, asyncio.CancelledError) else "UNKNOWN"
 
 
-class LoggingInterceptor(grpc.aio.ServerInterceptor):
+class LoggingInterceptor(_PerMethod):
     """One `rpc` event per call: who, what, which attempt, outcome, latency. No secrets."""
 
-    async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        return _around(handler, _logged(details.method))
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        async def start(_request, context) -> tuple:
+            record = _record(method, context)
+            return time.perf_counter(), record, _call.set(record)
+
+        return _wrapped(handler, start, _finish)
