@@ -254,6 +254,15 @@ def accounts_for(n: int) -> list[tuple[str, str, str]]:
     return [(f"bench{i}", BANKS[i % 2], f"bench-acct-{i}") for i in range(max(n, 2))]
 
 
+def limits_for(users: list) -> tuple[str, ...]:
+    """Gateway flags lifting the per-address limits (docs/security.md) to what a run registers:
+    every account opens with OPENING_MINOR, all from this one address."""
+    return (
+        "--opening-minor-per-hour", str(len(users) * OPENING_MINOR),
+        "--registrations-per-hour", str(max(len(users), 100)),
+    )  # fmt: skip
+
+
 def register_all(cluster, users: list[tuple[str, str, str]]) -> None:
     with cluster.client() as c:
         for username, bank, account in users:
@@ -458,13 +467,7 @@ def run_bench(
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-bench-"))
     users = accounts_for(payers)
     result: dict = {"payers": payers, "rpcs_per_payment": RPCS_PER_PAYMENT, "load_start": _load()}
-    # Every payer opens with OPENING_MINOR from this one address: lift the per-address limits
-    # (docs/security.md) to what the run registers.
-    limits = (
-        "--opening-minor-per-hour", str(len(users) * OPENING_MINOR),
-        "--registrations-per-hour", str(max(len(users), 100)),
-    )  # fmt: skip
-    cluster = LocalCluster(BANKS, data_dir=root, gateway_args=limits)
+    cluster = LocalCluster(BANKS, data_dir=root, gateway_args=limits_for(users))
     try:
         cluster.start()
         register_all(cluster, users)
