@@ -64,7 +64,9 @@ def cmd_bank(args) -> int:
     from paykit.bank import server as bank
     from paykit.rpc import pki
 
-    tls = pki.ensure_identity(_pki_dir(args), pki.bank_cn(args.name), sans=tuple(args.san))
+    tls = pki.load_identity(
+        _pki_dir(args), pki.bank_cn(args.name), sans=tuple(args.san), issue=True
+    )
     bank.serve(
         config.BankConfig(
             name=args.name,
@@ -88,7 +90,7 @@ def cmd_gateway(args) -> int:
         raise PaykitError("the gateway needs at least one --bank NAME=HOST:PORT")
     if args.prepare_timeout_s <= 0:
         raise PaykitError("--prepare-timeout-s must be more than 0")
-    tls = pki.ensure_identity(_pki_dir(args), pki.GATEWAY_CN, sans=tuple(args.san))
+    tls = pki.load_identity(_pki_dir(args), pki.GATEWAY_CN, sans=tuple(args.san), issue=True)
     gateway.serve(
         config.GatewayConfig(
             host=args.host,
@@ -100,8 +102,10 @@ def cmd_gateway(args) -> int:
             prepare_timeout_s=args.prepare_timeout_s,
             token_ttl_s=args.token_ttl_s,
             idempotency_retention_s=args.idempotency_retention_s,
-            lockout_failures=args.lockout_failures,
-            lockout_s=args.lockout_s,
+            sign_in_free_failures=args.sign_in_free_failures,
+            sign_in_peer_per_min=args.sign_in_peer_per_min,
+            registrations_per_hour=args.registrations_per_hour,
+            opening_minor_per_hour=args.opening_minor_per_hour,
             batching=args.batching == "on",
             failpoints=args.failpoints,
         ),
@@ -178,10 +182,22 @@ def cmd_pki(args) -> int:
 
     target = Path(args.dir) if args.dir else config.state_dir() / "pki"
     files = pki.init_pki(target, args.bank or list(config.DEFAULT_BANK_PORTS), sans=tuple(args.san))
-    print(f"[paykit] dev PKI in {target}:")
+    print(f"[paykit] dev PKI in {target}: the CA in ca/, one bundle per role")
     for cn, f in files.items():
-        print(f"  {cn:22} {f.cert.name}  {f.key.name}")
-    print("  CA certificate        ca.pem   (keys are private to this machine: never commit them)")
+        print(f"  {cn:22} {f.cert.parent.name}/")
+    print("[paykit] keys are private: never commit them; give each host only its own bundle")
+    print("[paykit] (paykit pki export ROLE DIR)")
+    return 0
+
+
+def cmd_pki_export(args) -> int:
+    from paykit.rpc import pki
+
+    source = Path(args.dir) if args.dir else config.state_dir() / "pki"
+    files = pki.export_bundle(source, args.role, Path(args.out), sans=tuple(args.san))
+    names = ", ".join(p.name for p in pki.bundle_paths(files))
+    print(f"[paykit] {args.role} bundle in {args.out}: {names}")
+    print(f"[paykit] copy that folder to the {args.role} host and give it --pki-dir")
     return 0
 
 
@@ -255,8 +271,7 @@ def _add_gateway(sub) -> None:
         default="on",
         help="send a bank's legs in batches (Exchange) or one call each (default on)",
     )
-    p.add_argument("--lockout-failures", type=int, default=config.LOCKOUT_FAILURES)
-    p.add_argument("--lockout-s", type=float, default=config.LOCKOUT_S)
+    _limit_args(p)
     p.add_argument(
         "--advertise", help="host:port banks use to reach this gateway (default: host:port)"
     )
@@ -264,6 +279,21 @@ def _add_gateway(sub) -> None:
         "--san", action="append", default=[], help="extra host name or IP for its certificate"
     )
     p.set_defaults(func=cmd_gateway)
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    """Limits per caller and time (docs/security.md); the defaults are paykit.core.config's."""
+    for flag, default, text in (
+        ("--sign-in-free-failures", config.SIGN_IN_FREE_FAILURES,
+         "failed sign-ins of a name from one address before waits begin (1, 2, 4 s ...)"),
+        ("--sign-in-peer-per-min", config.SIGN_IN_PEER_PER_MIN,
+         "failed sign-ins one address may make a minute, over all names"),
+        ("--registrations-per-hour", config.REGISTRATIONS_PER_HOUR,
+         "registrations one address may make an hour"),
+        ("--opening-minor-per-hour", config.OPENING_MINOR_PER_HOUR,
+         "opening balances (minor units) one address may register an hour"),
+    ):  # fmt: skip
+        p.add_argument(flag, type=int, default=default, help=f"{text} (default {default})")
 
 
 def _add_client(sub) -> None:
@@ -297,6 +327,17 @@ def _add_pki(sub) -> None:
         "--san", action="append", default=[], help="extra host name or IP for every certificate"
     )
     q.set_defaults(func=cmd_pki)
+    e = pki_sub.add_parser(
+        "export",
+        help="write one role's bundle (CA certificate, its own keys) for another host",
+    )
+    e.add_argument("role", metavar="ROLE", help="gateway, client or bank-NAME (e.g. bank-BankA)")
+    e.add_argument("out", metavar="DIR", help="the folder to write (made 0700)")
+    e.add_argument("--dir", help="the PKI folder that holds the CA (default: <state folder>/pki)")
+    e.add_argument(
+        "--san", action="append", default=[], help="extra host name or IP (server roles)"
+    )
+    e.set_defaults(func=cmd_pki_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,7 +57,7 @@ from paykit.core.errors import (
     from_reason,
 )
 from paykit.core.money import parse_amount
-from paykit.rpc.pki import CLIENT_CN, ensure_identity
+from paykit.rpc.pki import CLIENT_CN, load_identity
 from paykit.v1 import payment_pb2 as pb
 
 __all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "to_minor"]
@@ -90,8 +90,9 @@ class PaymentClient:
         self.gateway = gateway
         self.outbox_dir = Path(outbox_dir) if outbox_dir else state_dir() / "outbox"
         self.backoff = backoff
-        self.tls = tls or ensure_identity(
-            Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN
+        # pki_dir: the client's bundle, or a PKI folder holding one (never issued here)
+        self.tls = tls or load_identity(
+            Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN, issue=False
         )
         # log_path: one `rpc.client` JSON line per call attempt (see paykit.client.log).
         self._log = open_client_log(log_path, target=gateway) if log_path else None

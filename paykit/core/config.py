@@ -13,11 +13,18 @@ DEFAULT_BANK_PORTS = {"BankA": 50051, "BankB": 50052}
 PREPARE_TIMEOUT_S = 2.0  # how long the coordinator waits for both votes
 TOKEN_TTL_S = 3600.0  # a sign-in lasts an hour
 IDEMPOTENCY_RETENTION_S = 24 * 3600.0  # Stripe keeps keys 24 h
-LOCKOUT_FAILURES = 5  # failed sign-ins in a row before the account locks
-LOCKOUT_S = 60.0  # how long it stays locked
+SIGN_IN_FREE_FAILURES = 3  # failed sign-ins of a name from an address before waits (1, 2, 4 s...)
+SIGN_IN_PEER_PER_MIN = 20  # failed sign-ins an address may make a minute, over all names
+REGISTRATIONS_PER_HOUR = 100  # registrations one address may make an hour
+# Opening balances (test-mode deposits: new money) one address may register an hour:
+# 20,000,000.00, two of the largest openings (paykit.core.money.OPENING_BALANCE_MAX_MINOR).
+OPENING_MINOR_PER_HOUR = 2_000_000_000
 IN_DOUBT_ASK_AFTER_S = 1.0  # a bank asks the coordinator about a prepare this old
 CALL_TIMEOUT_S = 5.0  # deadline of one client call
-SERVER_WORKERS = 32  # threads per server: bounds concurrent calls
+SERVER_WORKERS = 32  # threads per server running calls whose request has arrived
+# Threads of the gateway's sign-in pool (Register, Authenticate: they hash passwords). Two on a
+# 2-core machine: a flood of sign-ins queues there and leaves a core to payments.
+SIGN_IN_WORKERS = 2
 
 
 def state_dir() -> Path:
@@ -27,11 +34,14 @@ def state_dir() -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class TLSFiles:
-    """The PEM files one process needs for mutual TLS."""
+    """The PEM files one process needs for mutual TLS: the CA certificate, the identity it
+    serves with, and (a server that also calls others) the client identity it calls with."""
 
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,8 +69,10 @@ class GatewayConfig:
     prepare_timeout_s: float = PREPARE_TIMEOUT_S
     token_ttl_s: float = TOKEN_TTL_S
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S
-    lockout_failures: int = LOCKOUT_FAILURES
-    lockout_s: float = LOCKOUT_S
+    sign_in_free_failures: int = SIGN_IN_FREE_FAILURES
+    sign_in_peer_per_min: int = SIGN_IN_PEER_PER_MIN
+    registrations_per_hour: int = REGISTRATIONS_PER_HOUR
+    opening_minor_per_hour: int = OPENING_MINOR_PER_HOUR
     # Legs for one bank go in batches (Bank/Exchange); off: one unary call per leg.
     batching: bool = True
     failpoints: bool = False

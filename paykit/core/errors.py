@@ -5,7 +5,8 @@
     │   └── InvalidAmount         INVALID_ARGUMENT
     ├── NotAuthenticated          UNAUTHENTICATED      no, bad, expired or revoked token
     ├── PermissionDenied          PERMISSION_DENIED    someone else's account, or the wrong cert
-    ├── AccountLocked             RESOURCE_EXHAUSTED   too many failed sign-ins; wait
+    ├── AccountLocked             RESOURCE_EXHAUSTED   too many failed sign-ins for a name; wait
+    ├── RateLimited               RESOURCE_EXHAUSTED   a limit per address and time; wait
     ├── NotFound                  NOT_FOUND
     │   ├── UnknownBank           NOT_FOUND
     │   ├── UnknownAccount        NOT_FOUND
@@ -85,6 +86,14 @@ class PermissionDenied(PaykitError):
 class AccountLocked(PaykitError):
     code = "RESOURCE_EXHAUSTED"
     reason = "ACCOUNT_LOCKED"
+
+
+class RateLimited(PaykitError):
+    """A limit per address and time (failed sign-ins, registrations, opening balances)."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "RATE_LIMITED"
+    hint = "wait and try again"
 
 
 class NotFound(PaykitError):
@@ -205,6 +214,7 @@ _BY_CODE: dict[str, type[PaykitError]] = {}
 for _cls in reversed(WIRE_CLASSES):
     _BY_CODE[_cls.code] = _cls
 _BY_CODE["DEADLINE_EXCEEDED"] = Unavailable
+_BY_CODE["RESOURCE_EXHAUSTED"] = AccountLocked  # as before RateLimited: a wait, not a verdict
 
 
 def from_reason(reason: str, code: str | None = None) -> type[PaykitError]:

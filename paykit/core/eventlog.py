@@ -1,13 +1,16 @@
-"""JSON-lines event log: one object per line, stable event names, no secrets.
+"""JSON-lines event log: one object per line, stable event names, no secrets, bounded lines.
 
 Each server process configures one log file in its data folder; the logging
 interceptor writes one `rpc` event per call and the 2PC code writes `2pc.*` events
-into the same stream. `paykit.logs` reads them back into pandas.
+into the same stream. `paykit.logs` reads them back into pandas. No field's text is longer
+than FIELD_MAX_CHARS (what a caller sent may be huge), so no line is longer than a few KiB.
+The file is readable by its owner only (0600, in a 0700 folder).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,17 @@ _SECRET_FIELDS = frozenset({"password", "token", "authorization", "private_key",
 # One encoder for every line: json.dumps with options builds a new JSONEncoder per call,
 # and a payment writes about a dozen lines across the servers.
 _ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+FIELD_MAX_CHARS = 500  # of any one field's text; the rest is cut, saying how much
+
+
+def bounded(value: Any) -> Any:
+    """`value`, or its text cut to FIELD_MAX_CHARS when it is longer."""
+    if isinstance(value, int | float | bool):
+        return value
+    text = value if isinstance(value, str) else _ENCODE(value)
+    if len(text) <= FIELD_MAX_CHARS:
+        return value
+    return f"{text[:FIELD_MAX_CHARS]}... ({len(text) - FIELD_MAX_CHARS} more characters)"
 
 
 class EventLog:
@@ -27,15 +41,17 @@ class EventLog:
         self._lock = threading.Lock()
         self._out: TextIO | None = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = open(self.path, "a", encoding="utf-8", buffering=1)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)  # also a file made before paykit wrote them 0600
+            self._out = open(fd, "a", encoding="utf-8", buffering=1)
 
     def event(self, name: str, **fields: Any) -> None:
         if self._out is None:
             return
         record = {"ts": time.time(), "service": self.service, "event": name}
         record.update(
-            (k, v) for k, v in fields.items() if k not in _SECRET_FIELDS and v is not None
+            (k, bounded(v)) for k, v in fields.items() if k not in _SECRET_FIELDS and v is not None
         )
         line = _ENCODE(record)
         with self._lock:

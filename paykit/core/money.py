@@ -10,6 +10,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from paykit.core.errors import InvalidAmount
+from paykit.core.ids import prefix
 
 MINOR_PER_MAJOR = 100
 # Largest single payment: 1,000,000.00. A named limit so a typo cannot move a fortune.
@@ -18,8 +19,9 @@ PAYMENT_MAX_MINOR = 1_000_000 * MINOR_PER_MAJOR
 OPENING_BALANCE_MAX_MINOR = 10_000_000 * MINOR_PER_MAJOR
 
 # Plain decimal numbers only: no exponent ("1e3"), no sign, no "nan" or "inf",
-# no thousands separators. At most two decimals.
-_AMOUNT_RE = re.compile(r"^\d{1,15}(\.\d{1,2})?$")
+# no thousands separators, ASCII digits only ("١٠٠" is not 100). At most two decimals.
+_AMOUNT_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{1,2})?")
+AMOUNT_TEXT_MAX_CHARS = 32
 
 
 def parse_amount(text: str, *, allow_zero: bool = False, max_minor: int = PAYMENT_MAX_MINOR) -> int:
@@ -28,18 +30,20 @@ def parse_amount(text: str, *, allow_zero: bool = False, max_minor: int = PAYMEN
     Raises InvalidAmount with a message that says what was wrong.
     """
     raw = str(text).strip()
-    if not _AMOUNT_RE.match(raw):
-        if re.match(r"^-", raw):
+    if len(raw) > AMOUNT_TEXT_MAX_CHARS or not _AMOUNT_RE.fullmatch(raw):
+        if raw.startswith("-"):
             problem = "it is negative"
-        elif re.match(r"^\d*\.\d{3,}$", raw):
+        elif re.fullmatch(r"[0-9]*\.[0-9]{3,}", raw):
             problem = "it has more than 2 decimals"
         else:
-            problem = "it is not a plain decimal number"
-        raise InvalidAmount(f"amount {raw!r} is not valid: {problem}; write it like 200 or 12.50")
+            problem = "it is not a plain decimal number (ASCII digits 0-9)"
+        raise InvalidAmount(
+            f"amount {prefix(raw)!r} is not valid: {problem}; write it like 200 or 12.50"
+        )
     try:
         minor = int(Decimal(raw) * MINOR_PER_MAJOR)
     except InvalidOperation as exc:  # the regex makes this unreachable; kept as a guard
-        raise InvalidAmount(f"amount {raw!r} is not a number") from exc
+        raise InvalidAmount(f"amount {prefix(raw)!r} is not a number") from exc
     check_amount_minor(minor, allow_zero=allow_zero, max_minor=max_minor)
     return minor
 
@@ -50,7 +54,7 @@ def check_amount_minor(
     """Checks an amount already in minor units (from the wire) against the limits."""
     if not isinstance(amount_minor, int) or isinstance(amount_minor, bool):
         raise InvalidAmount(
-            f"amount must be an integer number of minor units, got {amount_minor!r}"
+            f"amount must be an integer number of minor units, got {prefix(repr(amount_minor))}"
         )
     if amount_minor < 0:
         raise InvalidAmount(

@@ -11,14 +11,15 @@ from paykit.core import eventlog
 from paykit.core.config import GatewayConfig
 from paykit.core.db import Database
 from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, field_of
-from paykit.core.ids import check_account_id
-from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor
+from paykit.core.ids import check_account_id, prefix
+from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, format_minor
 from paykit.core.twopc import Decision
 from paykit.gateway import idempotency, payments, users
 from paykit.gateway.banks import BankChannels
 from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
 from paykit.gateway.payments import PaymentRecord, SearchFilter
-from paykit.rpc.interceptors import bearer_token, current_user, note
+from paykit.gateway.throttle import PeerBudget, SignInThrottle
+from paykit.rpc.interceptors import bearer_token, current_user, note, peer_host
 from paykit.rpc.serving import SERVICE_NAMES, Server
 from paykit.rpc.status import servicer_method
 from paykit.v1 import payment_pb2 as pb
@@ -72,20 +73,65 @@ def encode_pay_response(p: PaymentRecord) -> bytes:
     return pb.PayResponse(payment=payment_to_pb(p)).SerializeToString(deterministic=True)
 
 
+def register_budgets(cfg: GatewayConfig) -> tuple[PeerBudget, PeerBudget]:
+    """(registrations, opening balances) one address may make per hour."""
+    return (
+        PeerBudget(
+            cfg.registrations_per_hour,
+            3600.0,
+            f"registrations from one address are limited to {cfg.registrations_per_hour} an hour",
+        ),
+        PeerBudget(
+            cfg.opening_minor_per_hour,
+            3600.0,
+            "opening balances from one address are limited to "
+            f"{format_minor(cfg.opening_minor_per_hour)} an hour",
+        ),
+    )
+
+
 class GatewayServicer(pb_grpc.GatewayServicer):
     def __init__(
-        self, db: Database, users_: users.Users, banks: BankChannels, coordinator: Coordinator
+        self,
+        db: Database,
+        users_: users.Users,
+        banks: BankChannels,
+        coordinator: Coordinator,
+        budgets: tuple[PeerBudget, PeerBudget],
     ) -> None:
         self.db = db
         self.users = users_
         self.banks = banks
         self.coordinator = coordinator
-        # registration is rare; one at a time keeps it simple
+        self.registrations, self.openings = budgets
+        # Registration is rare; one at a time keeps it simple. It runs on the sign-in pool
+        # (paykit.rpc.interceptors.POOLS), so calls waiting here hold none of the other threads.
         self._register_lock = threading.Lock()
 
     @servicer_method
     def Register(self, request, context):
-        username = self.users.check_new(request.username, request.password)
+        username, bank = self._check_registration(request)
+        # Counted before the name is looked up: Register says whether a name is taken (a user
+        # must learn it), so how fast anyone can ask is limited (docs/security.md).
+        peer = peer_host(context)
+        self.registrations.take(peer, 1)
+        self.users.check_new(request.username, request.password)
+        self.openings.take(peer, request.opening_balance_minor)
+        try:
+            password_hash = users.hash_password(request.password)  # slow: outside the lock
+            user = self._open_and_create(request, username, bank, password_hash)
+        except BaseException:
+            self.openings.give_back(peer, request.opening_balance_minor)
+            raise
+        note(user=user.username, amount_minor=request.opening_balance_minor)
+        return pb.RegisterResponse(
+            username=user.username, bank=user.bank, account_id=user.account_id
+        )
+
+    def _check_registration(self, request) -> tuple[str, str]:
+        with field_of("username"):
+            username = users.normalise_username(request.username)
+        users.check_password_length(request.password, new=True)
         bank = request.bank or self.banks.names[0]
         with field_of("bank"):
             self.banks.stub(bank)  # UnknownBank if not ours
@@ -95,6 +141,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             check_amount_minor(
                 request.opening_balance_minor, allow_zero=True, max_minor=OPENING_BALANCE_MAX_MINOR
             )
+        return username, bank
+
+    def _open_and_create(self, request, username: str, bank: str, password_hash: bytes):
         with self._register_lock:
             self.users.check_new(request.username, request.password)
             # opened_for: if this registration is cut short after the bank opened the account
@@ -108,15 +157,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     opened_for=username,
                 ),
             )
-            user = self.users.create(username, request.password, bank, request.account_id)
-        note(user=user.username, amount_minor=request.opening_balance_minor)
-        return pb.RegisterResponse(
-            username=user.username, bank=user.bank, account_id=user.account_id
-        )
+            return self.users.create(username, password_hash, bank, request.account_id)
 
     @servicer_method
     def Authenticate(self, request, context):
-        session = self.users.authenticate(request.username, request.password)
+        session = self.users.authenticate(
+            request.username, request.password, peer=peer_host(context)
+        )
         note(user=session.username)
         return pb.AuthenticateResponse(
             token=session.token, expires_unix_ms=session.expires_unix_ms, username=session.username
@@ -174,7 +221,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             or (record.to_bank, record.to_account) == (user.bank, user.account_id)
         )
         if not mine:
-            raise UnknownPayment(f"you have no payment {request.payment_id!r}")
+            raise UnknownPayment(f"you have no payment {prefix(request.payment_id)!r}")
         return payment_to_pb(record)
 
     @servicer_method
@@ -279,14 +326,15 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
     users_ = users.Users(
         db,
         token_ttl_s=cfg.token_ttl_s,
-        lockout_failures=cfg.lockout_failures,
-        lockout_s=cfg.lockout_s,
+        throttle=SignInThrottle(
+            free_failures=cfg.sign_in_free_failures, peer_per_min=cfg.sign_in_peer_per_min
+        ),
     )
     server.check_tokens_with(users_.user_for_token)
     banks = BankChannels(cfg.banks, cfg.tls, batching=cfg.batching)
     coordinator = _coordinator(cfg, db, banks, server.port)
     coordinator.recover()  # before serving: undecided payments are aborted, so GetDecision is final
-    gateway = GatewayServicer(db, users_, banks, coordinator)
+    gateway = GatewayServicer(db, users_, banks, coordinator, register_budgets(cfg))
     server.add_services(
         [
             (add_gateway, gateway, SERVICE_NAMES["Gateway"]),

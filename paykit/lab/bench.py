@@ -36,6 +36,7 @@ from paykit.lab.load import (
     accounts_for,
     cpu_by_process,
     drive,
+    limits_for,
     load_average,
     noop_calls,
     pay_calls,
@@ -163,7 +164,7 @@ def run_bench(
     users = accounts_for(payers)
     result: dict = {"payers": payers, "rpcs_per_payment": RPCS_PER_PAYMENT}
     result["load_start"] = load_average()
-    clusters = _clusters(variants, root)
+    clusters = _clusters(variants, root, users)
     try:
         for cluster in clusters.values():
             cluster.start()
@@ -188,14 +189,15 @@ def run_bench(
     return result
 
 
-def _clusters(variants: dict[str, dict], root: Path) -> dict:
+def _clusters(variants: dict[str, dict], root: Path, users: list) -> dict:
     from paykit.lab.cluster import LocalCluster
 
-    if len(variants) == 1:
-        ((name, options),) = variants.items()
-        return {name: LocalCluster(BANKS, data_dir=root, **options)}
+    limits = limits_for(users)
+    folders = {
+        name: root if len(variants) == 1 else root / name.replace(" ", "-") for name in variants
+    }
     return {
-        name: LocalCluster(BANKS, data_dir=root / name.replace(" ", "-"), **options)
+        name: LocalCluster(BANKS, data_dir=folders[name], gateway_args=limits, **options)
         for name, options in variants.items()
     }
 

@@ -34,7 +34,7 @@ from paykit.client.session import GatewaySession
 from paykit.core import failpoints as fp
 from paykit.core.config import PREPARE_TIMEOUT_S
 from paykit.core.errors import InvalidInput, Unavailable
-from paykit.rpc.pki import CLIENT_CN, ensure_identity, init_pki
+from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, init_pki, role_folder
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -139,8 +139,12 @@ class LocalCluster:
             str(proc.port),
             "--data-dir",
             str(proc.data_dir),
+            # Each server gets its own bundle only (the CA and other roles' keys stay out of it).
             "--pki-dir",
-            str(self.pki_dir),
+            str(
+                self.pki_dir
+                / role_folder(GATEWAY_CN if proc.name == GATEWAY else bank_cn(proc.name))
+            ),
             "--exit-on-stdin-eof",
         ]
         if self.failpoints:

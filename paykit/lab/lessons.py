@@ -111,7 +111,7 @@ def _try_call(address: str, creds: grpc.ChannelCredentials) -> str:
 
 def refused_without_certificate(cluster) -> str:
     """Lesson 2: calls the gateway trusting its CA but showing no client certificate."""
-    ca = (Path(cluster.pki_dir) / "ca.pem").read_bytes()
+    ca = ensure_identity(cluster.pki_dir, CLIENT_CN).ca.read_bytes()
     return _try_call(cluster.gateway_address, grpc.ssl_channel_credentials(root_certificates=ca))
 
 
@@ -119,7 +119,7 @@ def refused_with_stranger_certificate(cluster) -> str:
     """Lesson 2: calls the gateway with a client certificate from another CA (a stranger's PKI)."""
     stranger = ensure_identity(Path(tempfile.mkdtemp(prefix="paykit-stranger-")), CLIENT_CN)
     creds = grpc.ssl_channel_credentials(
-        root_certificates=(Path(cluster.pki_dir) / "ca.pem").read_bytes(),
+        root_certificates=ensure_identity(cluster.pki_dir, CLIENT_CN).ca.read_bytes(),
         private_key=stranger.key.read_bytes(),
         certificate_chain=stranger.cert.read_bytes(),
     )

@@ -224,6 +224,15 @@ def accounts_for(n: int) -> list[tuple[str, str, str]]:
     return [(f"bench{i}", BANKS[i % 2], f"bench-acct-{i}") for i in range(max(n, 2))]
 
 
+def limits_for(users: list) -> tuple[str, ...]:
+    """Gateway flags lifting the per-address limits (docs/security.md) to what a run registers:
+    every account opens with OPENING_MINOR, all from this one address."""
+    return (
+        "--opening-minor-per-hour", str(len(users) * OPENING_MINOR),
+        "--registrations-per-hour", str(max(len(users), 100)),
+    )  # fmt: skip
+
+
 def register_all(cluster, users: list[tuple[str, str, str]]) -> None:
     with cluster.client() as c:
         for username, bank, account in users:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 import grpc
 
 from paykit.core.config import TLSFiles
 from paykit.core.errors import Unavailable
-from paykit.rpc.pki import read_tls
+from paykit.rpc.pki import read_client_tls, read_tls
 
 MAX_MESSAGE_BYTES = 1 << 20  # no paykit message comes near 1 MiB; refuse anything bigger
 
@@ -22,10 +22,26 @@ def server_credentials(tls: TLSFiles) -> grpc.ServerCredentials:
 
 
 def channel_credentials(tls: TLSFiles) -> grpc.ChannelCredentials:
-    ca, cert, key = read_tls(tls)
+    ca, cert, key = read_client_tls(tls)
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+# HTTP/2 limits of every server (docs/security.md, "Holding a server"). They bound what one
+# connection can hold, not what a peer can: the asyncio server is what makes an idle stream or a
+# call without its body cost no thread.
+SERVER_OPTIONS = (
+    # 0: a second process can never bind the same port and steal half the calls.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Streams one connection may have open at once; a client past it waits for a free one.
+    ("grpc.max_concurrent_streams", 1000),
+    # A connection lives at most this long (then GOAWAY; its calls get the grace to finish), so
+    # nothing a peer opens is held for ever.
+    ("grpc.max_connection_age_ms", 30 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 60 * 1000),
+)
 
 
 def make_server(
@@ -33,19 +49,15 @@ def make_server(
     port: int,
     tls: TLSFiles,
     *,
-    workers: int,
-    interceptors: Sequence[grpc.ServerInterceptor],
-) -> tuple[grpc.Server, int]:
-    """A synchronous server bound to host:port (0 = any free port); returns (server, port)."""
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    migration_pool: Executor,
+) -> tuple[grpc.aio.Server, int]:
+    """An asyncio server bound to host:port (0 = any free port); returns (server, port).
+    Call it on the event loop that will run the server."""
+    server = grpc.aio.server(
+        migration_thread_pool=migration_pool,
         interceptors=list(interceptors),
-        options=[
-            # 0: a second process can never bind the same port and steal half the calls.
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ],
-        maximum_concurrent_rpcs=workers * 8,
+        options=list(SERVER_OPTIONS),
     )
     try:
         bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))

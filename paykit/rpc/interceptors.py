@@ -1,14 +1,19 @@
-"""Server interceptors: authorization from one table of every RPC, and one JSON log line per call.
+"""Server interceptors (asyncio): authorization from one table of every RPC, and one JSON log
+line per call.
 
-Both wrap the handler's behaviour (they need the call's context: peer certificate,
-status), and both stop a refused call before the handler runs. The logging interceptor
-is outermost, so refused calls are logged too.
+Both wrap the handler's behaviour (they need the call's context: peer certificate, status),
+and both stop a refused call before the handler runs. The logging interceptor is outermost,
+so refused calls are logged too. The certificate check runs on the event loop, so a refused
+call never takes a thread; paykit's synchronous servicers (and the token check, which may read
+SQLite) then run on a worker thread of the pool POOLS names (paykit.rpc.dispatch).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -16,9 +21,11 @@ from typing import Any, Protocol
 import grpc
 
 from paykit.core import eventlog
-from paykit.core.errors import NotAuthenticated, PermissionDenied
+from paykit.core.errors import InvalidInput, NotAuthenticated, PaykitError, PermissionDenied
+from paykit.core.ids import too_long
+from paykit.rpc.dispatch import Pool, end_with
 from paykit.rpc.pki import BANK_CN_PREFIX, CLIENT_CN, GATEWAY_CN
-from paykit.rpc.status import abort
+from paykit.rpc.status import abort, to_status
 
 
 class User(Protocol):
@@ -58,6 +65,16 @@ ACCESS: dict[str, Access] = {
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access.OPEN,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access.OPEN,
 }
+
+DEFAULT_POOL = "rpc"
+SIGN_IN_POOL = "sign-in"
+# Calls that hash a password run on a small pool of their own: a flood of them waits there (or is
+# refused when its queue is full) and never takes the threads that payments and balances need.
+POOLS: dict[str, str] = {
+    "/paykit.v1.Gateway/Register": SIGN_IN_POOL,
+    "/paykit.v1.Gateway/Authenticate": SIGN_IN_POOL,
+}
+ATTEMPT_MAX_DIGITS = 6
 
 # What the current call has learned so far (user, txn id, ...); the log line reads it.
 _call: contextvars.ContextVar[dict] = contextvars.ContextVar("paykit_call")
@@ -108,50 +125,164 @@ def peer_common_name(context: grpc.ServicerContext) -> str:
     return names[0].decode()
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler, wrapper: Callable[[Callable], Callable]
-) -> grpc.RpcMethodHandler:
-    """The same handler with its behaviour wrapped, whatever its streaming kind."""
-    if handler is None:
-        return None
-    for kind, factory in (
-        ("unary_unary", grpc.unary_unary_rpc_method_handler),
-        ("unary_stream", grpc.unary_stream_rpc_method_handler),
-        ("stream_unary", grpc.stream_unary_rpc_method_handler),
-        ("stream_stream", grpc.stream_stream_rpc_method_handler),
-    ):
+def peer_host(context: grpc.ServicerContext) -> str:
+    """The caller's IP address as text ("127.0.0.1", "[::1]"), without the port."""
+    peer = context.peer() or ""
+    return peer.removeprefix("ipv4:").removeprefix("ipv6:").rsplit(":", 1)[0]
+
+
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> tuple[str, Callable]:
+    for kind in _KINDS:
         behaviour = getattr(handler, kind)
         if behaviour is not None:
-            return factory(
-                wrapper(behaviour), handler.request_deserializer, handler.response_serializer
-            )
-    return handler
+            return kind, behaviour
+    raise TypeError(f"a method handler with no behaviour: {handler!r}")
 
 
-class AuthorizationInterceptor(grpc.ServerInterceptor):
-    """Checks the caller's certificate and token against ACCESS before the handler runs."""
+def _rebuild(handler: grpc.RpcMethodHandler, kind: str, behaviour: Callable):
+    return _FACTORIES[kind](behaviour, handler.request_deserializer, handler.response_serializer)
 
-    def __init__(self, user_for_token: Callable[[str], Any] | None = None) -> None:
+
+def _wrapped(handler: grpc.RpcMethodHandler, before, after) -> grpc.RpcMethodHandler:
+    """The same asyncio handler with `await before(request, context)` ahead of its behaviour and
+    `after(state, context, failure)` once it ended (state is what before returned), whether the
+    behaviour is a coroutine or an async generator. Plain try/finally: this runs on every call."""
+    kind, behaviour = _kind(handler)
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def streamed(request, context):
+            state, failure = await before(request, context), None
+            try:
+                async for message in behaviour(request, context):
+                    yield message
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                after(state, context, failure)
+
+        return _rebuild(handler, kind, streamed)
+
+    async def awaited(request, context):
+        state, failure = await before(request, context), None
+        try:
+            return await behaviour(request, context)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            after(state, context, failure)
+
+    return _rebuild(handler, kind, awaited)
+
+
+class _PerMethod(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps each method's handler once and reuses the wrapped handler."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        cached = self._wrapped.get(details.method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[details.method] = (handler, self.wrap(handler, details.method))
+        return cached[1]
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+def _nothing_after(_state, _context, _failure) -> None:
+    return None
+
+
+def _texts(message):
+    """(name, text) of every text field of `message`, also inside its messages (a batch's legs)."""
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else (value,)
+        for item in values:
+            if field.type == field.TYPE_MESSAGE:
+                yield from _texts(item)
+            elif isinstance(item, str | bytes):
+                yield field.name, item
+
+
+def _length_refusal(request) -> InvalidInput | None:
+    """Every text field within its limit (paykit.core.ids.FIELD_MAX_CHARS), checked before the
+    handler runs; the error names the field and its limit, not the value."""
+    over = too_long(dict(_texts(request)))
+    if over is None:
+        return None
+    name, limit = over
+    err = InvalidInput(f"{name} is too long: at most {limit} characters")
+    err.metadata["field"] = name
+    return err
+
+
+class AuthorizationInterceptor(_PerMethod):
+    """Checks the caller's certificate and token against ACCESS before the handler runs, and
+    runs paykit's synchronous handlers on the pool POOLS names."""
+
+    def __init__(
+        self, pools: dict[str, Pool], user_for_token: Callable[[str], Any] | None = None
+    ) -> None:
+        super().__init__()
+        self.pools = pools
         self.user_for_token = user_for_token
 
-    def intercept_service(self, continuation, details):
-        access = ACCESS.get(details.method)
-        handler = continuation(details)
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        access = ACCESS.get(method)
+        kind, behaviour = _kind(handler)
 
-        def wrapper(behaviour):
-            def checked(request, context):
-                self._check(access, details.method, context)
-                return behaviour(request, context)
+        def refusal(context) -> PaykitError | None:
+            return self._refusal(access, method, context)
 
-            return checked
+        if inspect.iscoroutinefunction(behaviour) or inspect.isasyncgenfunction(behaviour):
+            # health, reflection: asyncio already; only the certificate check
+            async def checked(_request, context):
+                err = refusal(context)
+                if err is not None:
+                    await context.abort_with_status(to_status(err))
 
-        return _wrap(handler, wrapper)
+            return _wrapped(handler, checked, _nothing_after)
+        if kind != "unary_unary":
+            raise TypeError(f"{method}: synchronous streaming handlers are not supported")
+        pool = self.pools[POOLS.get(method, DEFAULT_POOL)]
 
-    def _check(self, access: Access | None, method: str, context: grpc.ServicerContext) -> None:
+        def on_thread(request, context):
+            if access is Access.USER:
+                self._check_token(context)
+            return behaviour(request, context)
+
+        async def call(request, context):
+            err = refusal(context) or _length_refusal(request)
+            if err is None:
+                try:
+                    return await pool.run(on_thread, request, context)
+                except PaykitError as busy:  # the pool's queue is full; nothing ran
+                    err = busy
+            return end_with(context, to_status(err))
+
+        return _rebuild(handler, kind, call)
+
+    @staticmethod
+    def _refusal(access: Access | None, method: str, context) -> PaykitError | None:
         _user.set(None)
-        cn = peer_common_name(context)
         if access is None:
-            abort(context, PermissionDenied(f"{method} is not in the access table"))
+            return PermissionDenied(f"{method} is not in the access table")
+        cn = peer_common_name(context)
         allowed = {
             Access.OPEN: True,
             Access.CLIENT: cn == CLIENT_CN,
@@ -160,57 +291,63 @@ class AuthorizationInterceptor(grpc.ServerInterceptor):
             Access.BANK: cn.startswith(BANK_CN_PREFIX),
         }[access]
         if not allowed:
-            abort(
-                context,
-                PermissionDenied(f"a {cn or 'anonymous'} certificate may not call {method}"),
-            )
-        if access is Access.USER:
-            try:
-                user = self.user_for_token(bearer_token(context))
-            except NotAuthenticated as err:
-                abort(context, err)
-            _user.set(user)
-            note(user=user.username)
+            return PermissionDenied(f"a {cn[:64] or 'anonymous'} certificate may not call {method}")
+        return None
+
+    def _check_token(self, context) -> None:
+        try:
+            user = self.user_for_token(bearer_token(context))
+        except NotAuthenticated as err:
+            abort(context, err)
+        _user.set(user)
+        note(user=user.username)
 
 
-class LoggingInterceptor(grpc.ServerInterceptor):
+def _finish(state: tuple, context, failure: BaseException | None) -> None:
+    """Writes the call's `rpc` line, whatever way it ended."""
+    started, record, token = state
+    record["code"] = _code_name(context.code(), failure)
+    if record["code"] != "OK":
+        text = context.details() or (str(failure) if failure is not None else "")
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        record["error"] = text or f"the call ended {record['code']}"
+    record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    eventlog.event("rpc", **record)
+    _call.reset(token)
+
+
+def _record(method: str, context) -> dict:
+    md = _metadata(context)
+    attempt = md.get("x-attempt", "")
+    counted = attempt.isascii() and attempt.isdigit() and len(attempt) <= ATTEMPT_MAX_DIGITS
+    return {
+        "method": method,
+        "peer": peer_host(context),
+        "request_id": md.get("x-request-id"),
+        "idempotency_key": md.get("idempotency-key"),
+        "attempt": int(attempt) if counted else None,
+    }
+
+
+def _code_name(code, failure: BaseException | None) -> str:
+    """The status the call ended with, by name; grpc.aio may give it as a StatusCode, an int,
+    or None when the handler returned (OK) or raised past us (it then sends UNKNOWN)."""
+    if isinstance(code, int) and not isinstance(code, bool):
+        code = next((s for s in grpc.StatusCode if s.value[0] == code), None)
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if failure is None or isinstance(failure, GeneratorExit):
+        return "OK"
+    return "CANCELLED" if isinstance(failure, asyncio.CancelledError) else "UNKNOWN"
+
+
+class LoggingInterceptor(_PerMethod):
     """One `rpc` event per call: who, what, which attempt, outcome, latency. No secrets."""
 
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        async def start(_request, context) -> tuple:
+            record = _record(method, context)
+            return time.perf_counter(), record, _call.set(record)
 
-        def wrapper(behaviour):
-            def logged(request, context):
-                started = time.perf_counter()
-                md = _metadata(context)
-                record = {
-                    "method": details.method,
-                    "peer": context.peer()
-                    .rsplit(":", 1)[0]
-                    .removeprefix("ipv4:")
-                    .removeprefix("ipv6:"),
-                    "request_id": md.get("x-request-id"),
-                    "idempotency_key": md.get("idempotency-key"),
-                    "attempt": int(md["x-attempt"]) if md.get("x-attempt", "").isdigit() else None,
-                }
-                token = _call.set(record)
-                try:
-                    return behaviour(request, context)
-                finally:
-                    code = context.code() or grpc.StatusCode.OK
-                    record["code"] = code.name
-                    if code != grpc.StatusCode.OK:
-                        # grpc keeps the details as bytes once abort() ran; log them as text.
-                        # (`text`, not `details`: that name is the call details of the enclosing
-                        # scope)
-                        text = context.details() or b""
-                        record["error"] = (
-                            text.decode(errors="replace") if isinstance(text, bytes) else text
-                        ) or None
-                    record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-                    eventlog.event("rpc", **record)
-                    _call.reset(token)
-
-            return logged
-
-        return _wrap(handler, wrapper)
+        return _wrapped(handler, start, _finish)

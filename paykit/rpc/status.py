@@ -28,7 +28,12 @@ log = logging.getLogger("paykit")
 # -- errors -> status ---------------------------------------------------------
 
 
+MESSAGE_MAX_CHARS = 500  # a status message travels in a reply trailer: keep it small
+
+
 def to_status(err: PaykitError) -> grpc.Status:
+    if len(err.message) > MESSAGE_MAX_CHARS:  # messages echo at most a prefix; this is a backstop
+        err.message = err.message[:MESSAGE_MAX_CHARS] + "..."
     info = error_details_pb2.ErrorInfo(
         reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata
     )

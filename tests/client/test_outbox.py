@@ -328,7 +328,9 @@ def test_a_certificate_from_another_ca_is_reported_as_a_tls_failure_not_queued_f
         "other-ca": other,
         # The client trusts the gateway, but the gateway refuses the client's certificate: under
         # TLS 1.3 the client sees only "Socket closed" at connect, so it takes a few in a row.
-        "cert-refused": TLSFiles(ca=cluster.pki_dir / "ca.pem", cert=other.cert, key=other.key),
+        "cert-refused": TLSFiles(
+            ca=ensure_identity(cluster.pki_dir, CLIENT_CN).ca, cert=other.cert, key=other.key
+        ),
     }
     for name, tls in cases.items():
         bad = PaymentClient(cluster.gateway_address, tls=tls, outbox_dir=tmp_path / name)

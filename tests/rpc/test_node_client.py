@@ -38,7 +38,7 @@ def node_or_skip() -> str:
 
 def run_node_client(cluster, user: str) -> dict:
     node = node_or_skip()
-    pki = cluster.pki_dir
+    pki = cluster.pki_dir / "client"  # the client bundle
     cmd = [
         node,
         str(NODE_DIR / "client.js"),

@@ -111,7 +111,8 @@ def test_paykit_up_serves_the_seed_ports_and_ctrl_c_stops_all_three(tmp_path):
         ), pid
     # Run state went to the state folder, not the source tree.
     assert (tmp_path / "data" / "BankA" / "BankA.db").exists()
-    assert (tmp_path / "pki" / "ca.pem").exists()
+    assert (tmp_path / "pki" / "ca" / "ca.pem").exists()
+    assert (tmp_path / "pki" / "client" / "paykit-client.key").exists()
 
 
 def test_each_server_has_help_with_host_and_data_dir():
