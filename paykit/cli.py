@@ -110,6 +110,7 @@ def cmd_gateway(args) -> int:
             idempotency_retention_s=args.idempotency_retention_s,
             lockout_failures=args.lockout_failures,
             lockout_s=args.lockout_s,
+            batching=args.batching == "on",
             failpoints=args.failpoints,
         ),
         exit_on_stdin_eof=args.exit_on_stdin_eof,
@@ -264,6 +265,12 @@ def _add_gateway(sub) -> None:
         type=float,
         default=config.IDEMPOTENCY_RETENTION_S,
         help="how long idempotency keys are kept (default 24 h)",
+    )
+    p.add_argument(
+        "--batching",
+        choices=("on", "off"),
+        default="on",
+        help="send a bank's legs in batches (Exchange) or one call each (default on)",
     )
     p.add_argument("--lockout-failures", type=int, default=config.LOCKOUT_FAILURES)
     p.add_argument("--lockout-s", type=float, default=config.LOCKOUT_S)

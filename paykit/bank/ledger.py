@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from paykit.core.db import Database
 from paykit.core.errors import (
     AlreadyExists,
     InvalidInput,
+    PaykitError,
     ProtocolViolation,
     UnknownAccount,
     UnknownPayment,
@@ -33,7 +34,7 @@ from paykit.core.money import (
     format_minor,
     parse_amount,
 )
-from paykit.core.twopc import CREDIT, DEBIT, TxnState, Vote
+from paykit.core.twopc import BATCH_LEGS_MAX, CREDIT, DEBIT, TxnState, Vote
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -75,6 +76,33 @@ CREATE TABLE IF NOT EXISTS entries (
 """
 
 PREPARED, COMMITTED, ABORTED = TxnState.PREPARED, TxnState.COMMITTED, TxnState.ABORTED
+
+
+def check_batch(n: int) -> None:
+    if not 1 <= n <= BATCH_LEGS_MAX:
+        raise InvalidInput(f"a batch holds 1 to {BATCH_LEGS_MAX} legs, not {n}")
+
+
+def _between_legs(done: int, total: int) -> None:
+    """The failpoint inside a batch: its first leg written, the others not, nothing committed."""
+    if done == 1 and total > 1:
+        failpoints.hit("bank.batch_between_legs")
+
+
+@dataclass(frozen=True)
+class PrepareLeg:
+    """One leg of a Prepare: its transaction, which side, whose account, how much."""
+
+    txn_id: str
+    leg: str
+    account_id: str
+    amount_minor: int
+    coordinator: str = ""
+
+    def check(self) -> None:
+        if self.leg not in (DEBIT, CREDIT):
+            raise InvalidInput(f"leg must be {DEBIT!r} or {CREDIT!r}, got {self.leg[:16]!r}")
+        check_amount_minor(self.amount_minor)
 
 
 @dataclass(frozen=True)
@@ -170,32 +198,89 @@ class Ledger:
         self, txn_id: str, leg: str, account_id: str, amount_minor: int, coordinator: str = ""
     ) -> Vote:
         """Places a hold (debit) or records the expected credit, durably, then votes."""
-        if leg not in (DEBIT, CREDIT):
-            raise InvalidInput(f"leg must be {DEBIT!r} or {CREDIT!r}, got {leg!r}")
-        check_amount_minor(amount_minor)
-        ts = now_ms()
+        item = PrepareLeg(txn_id, leg, account_id, amount_minor, coordinator)
+        item.check()
         with self.db.write() as conn:
-            row = conn.execute(
-                "SELECT state, reason FROM txns WHERE txn_id = ?", (txn_id,)
-            ).fetchone()
-            if row is not None:  # a retried Prepare, or one that came after its Abort
-                if row["state"] == ABORTED:
-                    return Vote(
-                        False, row["reason"] or "ABORTED", "this payment was already aborted"
-                    )
-                return Vote(True)
-            vote = self._vote(conn, leg, account_id, amount_minor)
-            state = PREPARED if vote.yes else ABORTED
-            conn.execute(
-                "INSERT INTO txns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (txn_id, leg, account_id, amount_minor, state, vote.reason, coordinator, ts, ts),
-            )
-            if vote.yes and leg == DEBIT:
-                conn.execute(
-                    "UPDATE accounts SET held_minor = held_minor + ? WHERE account_id = ?",
-                    (amount_minor, account_id),
-                )
+            vote = self._prepare(conn, item)
             failpoints.hit("bank.after_hold_before_commit")
+        return vote
+
+    def prepare_many(self, legs: Sequence[PrepareLeg]) -> list[Vote]:
+        """Prepares every leg in ONE durable transaction (see apply_batch)."""
+        return self.apply_batch([], legs)[1]
+
+    def apply_batch(
+        self, decisions: Sequence[tuple[str, bool]], prepares: Sequence[PrepareLeg]
+    ) -> tuple[list[str | PaykitError], list[Vote]]:
+        """Applies (txn_id, commit) decisions, then Prepares, in ONE transaction (one fsync):
+        after a crash each leg is applied or none is. Each leg is answered as its unary call
+        would answer it: a decision with its new state or the error that kept it from applying
+        (the others still apply), a Prepare with its vote (NO with the reason when it is not
+        valid). Decisions go first, so a hold they release is spendable by the Prepares.
+        Durable (fsync) unless it holds only Commits (see commit() for why those may skip it)."""
+        check_batch(len(decisions) + len(prepares))
+        durable = bool(prepares) or not all(commit for _, commit in decisions)
+        acks: list[str | PaykitError] = []
+        votes: list[Vote] = []
+        total = len(decisions) + len(prepares)
+        with self.db.write(durable=durable) as conn:
+            for txn_id, commit in decisions:
+                acks.append(self._decide_one(conn, txn_id, commit))
+                _between_legs(len(acks), total)
+            for item in prepares:
+                votes.append(self._prepare_checked(conn, item))
+                _between_legs(len(acks) + len(votes), total)
+            if prepares:
+                failpoints.hit("bank.after_hold_before_commit")
+        return acks, votes
+
+    def _prepare_checked(self, conn: sqlite3.Connection, item: PrepareLeg) -> Vote:
+        try:
+            item.check()
+        except InvalidInput as err:
+            return Vote(False, err.reason, err.message)
+        return self._prepare(conn, item)
+
+    def _decide_one(self, conn: sqlite3.Connection, txn_id: str, commit: bool) -> str | PaykitError:
+        """One decision inside a batch: its new state, or the error (its writes, if any, undone)."""
+        conn.execute("SAVEPOINT leg")
+        try:
+            return (self._commit if commit else self._abort)(conn, txn_id)
+        except PaykitError as err:
+            conn.execute("ROLLBACK TO leg")
+            return err
+        finally:
+            conn.execute("RELEASE leg")
+
+    def _prepare(self, conn: sqlite3.Connection, item: PrepareLeg) -> Vote:
+        row = conn.execute(
+            "SELECT state, reason FROM txns WHERE txn_id = ?", (item.txn_id,)
+        ).fetchone()
+        if row is not None:  # a retried Prepare, or one that came after its Abort
+            if row["state"] == ABORTED:
+                return Vote(False, row["reason"] or "ABORTED", "this payment was already aborted")
+            return Vote(True)
+        vote = self._vote(conn, item.leg, item.account_id, item.amount_minor)
+        state, ts = (PREPARED if vote.yes else ABORTED), now_ms()
+        conn.execute(
+            "INSERT INTO txns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.txn_id,
+                item.leg,
+                item.account_id,
+                item.amount_minor,
+                state,
+                vote.reason,
+                item.coordinator,
+                ts,
+                ts,
+            ),
+        )
+        if vote.yes and item.leg == DEBIT:
+            conn.execute(
+                "UPDATE accounts SET held_minor = held_minor + ? WHERE account_id = ?",
+                (item.amount_minor, item.account_id),
+            )
         return vote
 
     def _vote(self, conn, leg: str, account_id: str, amount_minor: int) -> Vote:
@@ -210,8 +295,7 @@ class Ledger:
                 False,
                 "INSUFFICIENT_FUNDS",
                 f"insufficient funds in {account_id} at {self.bank}: available "
-                f"{format_minor(available)}, "
-                f"needed {format_minor(amount_minor)}",
+                f"{format_minor(available)}, needed {format_minor(amount_minor)}",
             )
         return Vote(True)
 
@@ -224,65 +308,74 @@ class Ledger:
         the coordinator about every prepared transaction, applies it again. A process crash
         (kill -9) loses nothing either way: the write is in the operating system's cache."""
         with self.db.write(durable=False) as conn:
-            row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
-            if row is None:
-                raise UnknownPayment(f"{self.bank} has no prepared transaction {txn_id}")
-            if row["state"] == COMMITTED:
-                return COMMITTED
-            if row["state"] == ABORTED:
-                raise ProtocolViolation(f"{self.bank} cannot commit {txn_id}: it was aborted")
-            amount, account = row["amount_minor"], row["account_id"]
-            if row["leg"] == DEBIT:
-                conn.execute(
-                    "UPDATE accounts SET balance_minor = balance_minor - ?, held_minor = "
-                    "held_minor - ? "
-                    "WHERE account_id = ?",
-                    (amount, amount, account),
-                )
-                kind, delta = "capture", -amount
-            else:
-                conn.execute(
-                    "UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?",
-                    (amount, account),
-                )
-                kind, delta = "credit", amount
-            ts = now_ms()
-            conn.execute(
-                "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (account, txn_id, kind, delta, ts),
-            )
-            conn.execute(
-                "UPDATE txns SET state = ?, updated_unix_ms = ? WHERE txn_id = ?",
-                (COMMITTED, ts, txn_id),
-            )
-        return COMMITTED
+            return self._commit(conn, txn_id)
 
     def abort(self, txn_id: str) -> str:
         """Releases the hold. Before any Prepare it leaves a tombstone. Idempotent."""
-        ts = now_ms()
         with self.db.write() as conn:
-            row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO txns VALUES (?, '', '', 0, ?, 'ABORTED_BEFORE_PREPARE', '', ?, ?)",
-                    (txn_id, ABORTED, ts, ts),
-                )
-                return ABORTED
-            if row["state"] == ABORTED:
-                return ABORTED
-            if row["state"] == COMMITTED:
-                raise ProtocolViolation(f"{self.bank} cannot abort {txn_id}: it was committed")
-            if row["leg"] == DEBIT:
-                conn.execute(
-                    "UPDATE accounts SET held_minor = held_minor - ? WHERE account_id = ?",
-                    (row["amount_minor"], row["account_id"]),
-                )
+            return self._abort(conn, txn_id)
+
+    def decide_many(self, decisions: Sequence[tuple[str, bool]]) -> list[str | PaykitError]:
+        """Applies (txn_id, commit) decisions in one transaction (see apply_batch)."""
+        return self.apply_batch(decisions, [])[0]
+
+    def _commit(self, conn: sqlite3.Connection, txn_id: str) -> str:
+        row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+        if row is None:
+            raise UnknownPayment(f"{self.bank} has no prepared transaction {txn_id}")
+        if row["state"] == COMMITTED:
+            return COMMITTED
+        if row["state"] == ABORTED:
+            raise ProtocolViolation(f"{self.bank} cannot commit {txn_id}: it was aborted")
+        amount, account = row["amount_minor"], row["account_id"]
+        if row["leg"] == DEBIT:
             conn.execute(
-                "UPDATE txns SET state = ?, reason = 'COORDINATOR_ABORTED', updated_unix_ms = ? "
-                "WHERE txn_id = ?",
-                (ABORTED, ts, txn_id),
+                "UPDATE accounts SET balance_minor = balance_minor - ?, "
+                "held_minor = held_minor - ? WHERE account_id = ?",
+                (amount, amount, account),
             )
+            kind, delta = "capture", -amount
+        else:
+            conn.execute(
+                "UPDATE accounts SET balance_minor = balance_minor + ? WHERE account_id = ?",
+                (amount, account),
+            )
+            kind, delta = "credit", amount
+        ts = now_ms()
+        conn.execute(
+            "INSERT INTO entries (account_id, txn_id, kind, delta_minor, created_unix_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (account, txn_id, kind, delta, ts),
+        )
+        conn.execute(
+            "UPDATE txns SET state = ?, updated_unix_ms = ? WHERE txn_id = ?",
+            (COMMITTED, ts, txn_id),
+        )
+        return COMMITTED
+
+    def _abort(self, conn: sqlite3.Connection, txn_id: str) -> str:
+        ts = now_ms()
+        row = conn.execute("SELECT * FROM txns WHERE txn_id = ?", (txn_id,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO txns VALUES (?, '', '', 0, ?, 'ABORTED_BEFORE_PREPARE', '', ?, ?)",
+                (txn_id, ABORTED, ts, ts),
+            )
+            return ABORTED
+        if row["state"] == ABORTED:
+            return ABORTED
+        if row["state"] == COMMITTED:
+            raise ProtocolViolation(f"{self.bank} cannot abort {txn_id}: it was committed")
+        if row["leg"] == DEBIT:
+            conn.execute(
+                "UPDATE accounts SET held_minor = held_minor - ? WHERE account_id = ?",
+                (row["amount_minor"], row["account_id"]),
+            )
+        conn.execute(
+            "UPDATE txns SET state = ?, reason = 'COORDINATOR_ABORTED', updated_unix_ms = ? "
+            "WHERE txn_id = ?",
+            (ABORTED, ts, txn_id),
+        )
         return ABORTED
 
     def txn_state(self, txn_id: str) -> str | None:

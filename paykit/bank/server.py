@@ -1,4 +1,4 @@
-"""A bank server: the thin gRPC shell around paykit.ledger, plus its in-doubt resolver.
+"""A bank server: the thin gRPC shell around paykit.bank.ledger, plus its in-doubt resolver.
 
 A bank that voted YES never decides alone: a background thread asks the coordinator
 (GetDecision) about every transaction still prepared after a moment, across restarts,
@@ -12,9 +12,10 @@ import threading
 
 import grpc
 
-from paykit.bank.ledger import Ledger
+from paykit.bank.ledger import Ledger, PrepareLeg, check_batch
 from paykit.core import eventlog, failpoints
 from paykit.core.config import BankConfig, TLSFiles
+from paykit.core.errors import InvalidInput, PaykitError
 from paykit.core.twopc import CREDIT, DEBIT
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.interceptors import note
@@ -79,9 +80,39 @@ class BankServicer(pb_grpc.BankServicer):
         if vote.yes:
             failpoints.hit("bank.after_vote_yes_before_reply")
             context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
-        return pb.PrepareResponse(
-            vote=pb.VOTE_YES if vote.yes else pb.VOTE_NO, reason=vote.reason, message=vote.message
+        return _vote_pb(vote)
+
+    @servicer_method
+    def Exchange(self, request, context):
+        """Many legs in one transaction: the decisions, then the Prepares; an answer per leg."""
+        prepares, decisions = request.prepares, request.decisions
+        note(legs=len(prepares) + len(decisions))
+        check_batch(len(prepares) + len(decisions))
+        acks: list[pb.LegAck | None] = [None] * len(decisions)
+        todo = []  # (index, txn id, commit) of the decisions that can be applied
+        for i, leg in enumerate(decisions):
+            if leg.decision in (pb.DECISION_COMMIT, pb.DECISION_ABORT):
+                todo.append((i, leg.txn_id, leg.decision == pb.DECISION_COMMIT))
+            else:
+                acks[i] = pb.LegAck(
+                    error_reason=InvalidInput.reason,
+                    error_message="a leg's decision must be COMMIT or ABORT",
+                )
+        results, votes = self.ledger.apply_batch(
+            [(txn, commit) for _, txn, commit in todo], [_prepare_leg(leg) for leg in prepares]
         )
+        for (i, txn_id, commit), result in zip(todo, results, strict=True):
+            acks[i] = _ack(txn_id, commit, result, decisions[i].request_id)
+        for leg, vote in zip(prepares, votes, strict=True):
+            eventlog.event(
+                "2pc.voted",
+                txn_id=leg.txn_id,
+                vote="yes" if vote.yes else "no",
+                reason=vote.reason or None,
+                request_id=leg.request_id or None,
+            )
+        _after_batch(context, any(v.yes for v in votes), any(c for _, _, c in todo))
+        return pb.ExchangeResponse(votes=[_vote_pb(vote) for vote in votes], acks=acks)
 
     @servicer_method
     def Commit(self, request, context):
@@ -97,6 +128,36 @@ class BankServicer(pb_grpc.BankServicer):
         state = self.ledger.abort(request.txn_id)
         eventlog.event("2pc.aborted", txn_id=request.txn_id)
         return pb.DecisionResponse(state=state)
+
+
+def _prepare_leg(leg: pb.PrepareRequest) -> PrepareLeg:
+    return PrepareLeg(
+        leg.txn_id, LEGS.get(leg.leg, ""), leg.account_id, leg.amount_minor, leg.coordinator
+    )
+
+
+def _vote_pb(vote) -> pb.PrepareResponse:
+    return pb.PrepareResponse(
+        vote=pb.VOTE_YES if vote.yes else pb.VOTE_NO, reason=vote.reason, message=vote.message
+    )
+
+
+def _after_batch(context, voted_yes: bool, committed: bool) -> None:
+    """The failpoints of the unary calls, at the same moments of a batch."""
+    if committed:
+        failpoints.hit("bank.after_commit_before_ack")
+    if voted_yes:
+        failpoints.hit("bank.after_vote_yes_before_reply")
+        context.add_callback(lambda: failpoints.hit("bank.after_reply_yes"))
+
+
+def _ack(txn_id: str, commit: bool, result, request_id: str) -> pb.LegAck:
+    """A leg's ack, and its event (the same events as the unary Commit and Abort)."""
+    if isinstance(result, PaykitError):
+        return pb.LegAck(error_reason=result.reason, error_message=result.message)
+    event = "2pc.committed" if commit else "2pc.aborted"
+    eventlog.event(event, txn_id=txn_id, request_id=request_id or None)
+    return pb.LegAck(state=result)
 
 
 class InDoubtResolver:

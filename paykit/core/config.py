@@ -64,5 +64,7 @@ class GatewayConfig:
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S
     lockout_failures: int = LOCKOUT_FAILURES
     lockout_s: float = LOCKOUT_S
+    # Legs for one bank go in batches (Bank/Exchange); off: one unary call per leg.
+    batching: bool = True
     failpoints: bool = False
     workers: int = SERVER_WORKERS

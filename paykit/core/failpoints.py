@@ -19,6 +19,7 @@ from pathlib import Path
 # Every failpoint, where it sits, and what a crash there tests.
 FAILPOINTS: dict[str, str] = {
     "bank.after_hold_before_commit": "hold placed inside the prepare transaction, not committed",
+    "bank.batch_between_legs": "an Exchange's first leg written, the rest not; none committed",
     "bank.after_vote_yes_before_reply": "prepare committed (YES is durable), reply not sent",
     "bank.after_reply_yes": "the YES reply has been sent",
     "bank.after_commit_before_ack": "Commit applied, acknowledgement not sent",

@@ -19,6 +19,7 @@ class Leg(StrEnum):
 
 
 DEBIT, CREDIT = Leg.DEBIT, Leg.CREDIT
+BATCH_LEGS_MAX = 256  # legs (Prepares and decisions) in one Exchange call, at most
 
 
 class Decision(StrEnum):

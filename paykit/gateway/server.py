@@ -283,7 +283,7 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
         lockout_s=cfg.lockout_s,
     )
     server.check_tokens_with(users_.user_for_token)
-    banks = BankChannels(cfg.banks, cfg.tls)
+    banks = BankChannels(cfg.banks, cfg.tls, batching=cfg.batching)
     coordinator = _coordinator(cfg, db, banks, server.port)
     coordinator.recover()  # before serving: undecided payments are aborted, so GetDecision is final
     gateway = GatewayServicer(db, users_, banks, coordinator)

@@ -86,6 +86,7 @@ class LocalCluster:
         gateway_args: tuple[str, ...] = (),
         pki_dir: Path | None = None,
         host: str = "127.0.0.1",
+        batching: bool = True,
         relays: bool = True,
         relay_seed: int | None = None,
     ) -> None:
@@ -99,7 +100,8 @@ class LocalCluster:
         self.prepare_timeout_s = prepare_timeout_s
         self.failpoints = failpoints
         self.seed_csv = seed_csv if seed_csv and Path(seed_csv).exists() else None
-        self.gateway_args = tuple(gateway_args)
+        # The gateway sends a bank's legs in batches (False: one unary call per leg).
+        self.gateway_args = ("--batching", "on" if batching else "off", *gateway_args)
         self.host = host
         ports = ports or {}
         self.procs = {

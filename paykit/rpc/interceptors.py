@@ -50,6 +50,7 @@ ACCESS: dict[str, Access] = {
     "/paykit.v1.Bank/Prepare": Access.GATEWAY,
     "/paykit.v1.Bank/Commit": Access.GATEWAY,
     "/paykit.v1.Bank/Abort": Access.GATEWAY,
+    "/paykit.v1.Bank/Exchange": Access.GATEWAY,
     "/paykit.v1.Coordinator/GetDecision": Access.BANK,
     "/grpc.health.v1.Health/Check": Access.OPEN,
     "/grpc.health.v1.Health/Watch": Access.OPEN,

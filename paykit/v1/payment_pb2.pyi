@@ -224,18 +224,20 @@ class BankBalanceRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("txn_id", "leg", "account_id", "amount_minor", "coordinator")
+    __slots__ = ("txn_id", "leg", "account_id", "amount_minor", "coordinator", "request_id")
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     LEG_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     leg: Leg
     account_id: str
     amount_minor: int
     coordinator: str
-    def __init__(self, txn_id: _Optional[str] = ..., leg: _Optional[_Union[Leg, str]] = ..., account_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, txn_id: _Optional[str] = ..., leg: _Optional[_Union[Leg, str]] = ..., account_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., coordinator: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PrepareResponse(_message.Message):
     __slots__ = ("vote", "reason", "message")
@@ -258,6 +260,42 @@ class DecisionResponse(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: str
     def __init__(self, state: _Optional[str] = ...) -> None: ...
+
+class LegDecision(_message.Message):
+    __slots__ = ("txn_id", "decision", "request_id")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    decision: Decision
+    request_id: str
+    def __init__(self, txn_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class LegAck(_message.Message):
+    __slots__ = ("state", "error_reason", "error_message")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    error_reason: str
+    error_message: str
+    def __init__(self, state: _Optional[str] = ..., error_reason: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class ExchangeRequest(_message.Message):
+    __slots__ = ("prepares", "decisions")
+    PREPARES_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    prepares: _containers.RepeatedCompositeFieldContainer[PrepareRequest]
+    decisions: _containers.RepeatedCompositeFieldContainer[LegDecision]
+    def __init__(self, prepares: _Optional[_Iterable[_Union[PrepareRequest, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[LegDecision, _Mapping]]] = ...) -> None: ...
+
+class ExchangeResponse(_message.Message):
+    __slots__ = ("votes", "acks")
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedCompositeFieldContainer[PrepareResponse]
+    acks: _containers.RepeatedCompositeFieldContainer[LegAck]
+    def __init__(self, votes: _Optional[_Iterable[_Union[PrepareResponse, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[LegAck, _Mapping]]] = ...) -> None: ...
 
 class GetDecisionRequest(_message.Message):
     __slots__ = ("txn_id",)

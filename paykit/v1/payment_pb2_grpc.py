@@ -411,6 +411,11 @@ class BankStub:
                 request_serializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
                 response_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_unary(
+                '/paykit.v1.Bank/Exchange',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
 
 
 class BankServicer:
@@ -454,6 +459,18 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """Many legs in one call: the Prepares, Commits and Aborts for this bank that
+        waited while the gateway's previous batch to it was in flight (at most 256
+        in all). The bank applies the decisions, then the Prepares, in one
+        transaction (one fsync): after a crash each leg is applied or none is. One
+        vote per Prepare and one ack per decision, each in the order sent; a leg
+        that cannot be applied gets its error in its ack, and the others still apply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -481,6 +498,11 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.FromString,
                     response_serializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.SerializeToString,
+            ),
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -621,6 +643,33 @@ class Bank:
             '/paykit.v1.Bank/Abort',
             paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
             paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.Bank/Exchange',
+            paykit_dot_v1_dot_payment__pb2.ExchangeRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
