@@ -418,3 +418,18 @@ def test_a_cluster_without_relays_says_so_and_a_stopped_one_leaves_nothing(tmp_p
         socket.create_connection((host, int(port)), timeout=WAIT_S).close()
     with pytest.raises(Unavailable, match="not running"):
         cluster.heal()
+
+
+def test_bench_compares_relays_off_and_on_in_one_run(capsys):
+    from paykit.lab import bench
+
+    def variants(*argv):
+        return bench.variants_of(bench.build_parser().parse_args(list(argv)))
+
+    assert variants() == {"": {"batching": True, "relays": False}}  # as `paykit up` runs
+    assert variants("--relays", "both") == {
+        "relays off": {"batching": True, "relays": False},
+        "relays on": {"batching": True, "relays": True},
+    }
+    assert bench.main(["--relays", "both", "--batching", "both"]) == 2
+    assert "one thing at a time" in capsys.readouterr().err
