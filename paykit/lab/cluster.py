@@ -15,6 +15,7 @@ Network (a fault relay on every link, see paykit.lab.relay and docs/network.md):
     cut(a, b)             connections reset, new ones refused
     delay(a, b, ms=200)   every byte waits (jitter_ms= for a spread)
     heal() / heal(a, b)   everything passes again
+LocalCluster(relays=False) has no relays (the servers dial each other directly).
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
 """
@@ -416,6 +417,7 @@ class LocalCluster:
         )
 
     def bank_address(self, name: str) -> str:
+        """The bank's own address (not through the gateway's link to it)."""
         return self._proc(name).address
 
     def status(self) -> list[dict]:

@@ -287,6 +287,8 @@ class _Conn:
         fault = self.link.faults[direction]
         if fault.kind == DROP:
             self.lose(len(data))
+            if not data and self.readers[REPLIES].transport is None:
+                self.close(reset=True)  # the caller gave up on a blackholed connection: let go
             return
         out, q = self.writer(direction), self.queues[direction]
         if fault.kind == PASS and not q and out is not None and data:

@@ -412,6 +412,9 @@ def test_a_cluster_without_relays_says_so_and_a_stopped_one_leaves_nothing(tmp_p
     cluster = LocalCluster(data_dir=tmp_path / "c", prepare_timeout_s=1.0).start()
     address = cluster.gateway_address
     cluster.stop()
+    cluster.start()  # the links come back on the same addresses
+    assert cluster.gateway_address == address
+    cluster.stop()
     assert not [t for t in set(threading.enumerate()) - threads if t.name == "paykit-relays"]
     host, port = address.rsplit(":", 1)
     with pytest.raises(ConnectionRefusedError):
@@ -433,3 +436,17 @@ def test_bench_compares_relays_off_and_on_in_one_run(capsys):
     }
     assert bench.main(["--relays", "both", "--batching", "both"]) == 2
     assert "one thing at a time" in capsys.readouterr().err
+
+
+def test_a_caller_giving_up_on_a_blackholed_connection_is_let_go(relays, echo):
+    link = add_link(relays, echo.address)
+    relays.drop([link], REQUESTS)
+    with dial(link) as sock:
+        sock.sendall(b"anyone?")
+        wait_s = time.monotonic() + WAIT_S
+        while relays.states()[0].connections != 1 and time.monotonic() < wait_s:
+            time.sleep(0.01)
+    # The caller closed it: the relay does not keep the dead end open until the heal.
+    while relays.states()[0].connections and time.monotonic() < wait_s:
+        time.sleep(0.01)
+    assert relays.states()[0].connections == 0
