@@ -353,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the gateway sends a bank's legs in batches (on, the default) or one call each "
         "(off); both: one cluster each, measured in alternating rounds, and their ratios",
     )
+    _add_relays_option(p)
+    p.add_argument(
+        "--data-dir",
+        help="keep the cluster's databases and logs here (default: a temporary folder)",
+    )
+    return p
+
+
+def _add_relays_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--relays",
         choices=("on", "off", "both"),
@@ -361,11 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
         "`paykit up` runs); both: one cluster each, in alternating rounds, and their ratios (what "
         "a relay with no fault set costs; its CPU is counted in the bench process's)",
     )
-    p.add_argument(
-        "--data-dir",
-        help="keep the cluster's databases and logs here (default: a temporary folder)",
-    )
-    return p
 
 
 def variants_of(args) -> dict[str, dict]:
