@@ -18,7 +18,7 @@ from paykit.core.config import BankConfig, TLSFiles
 from paykit.core.errors import InvalidInput, PaykitError
 from paykit.core.twopc import CREDIT, DEBIT
 from paykit.rpc.channels import secure_channel
-from paykit.rpc.interceptors import note
+from paykit.rpc.interceptors import note, request_id
 from paykit.rpc.pki import GATEWAY_CN
 from paykit.rpc.serving import SERVICE_NAMES, Server
 from paykit.rpc.status import from_rpc_error, servicer_method
@@ -76,6 +76,7 @@ class BankServicer(pb_grpc.BankServicer):
             txn_id=request.txn_id,
             vote="yes" if vote.yes else "no",
             reason=vote.reason or None,
+            request_id=request_id(),
         )
         if vote.yes:
             failpoints.hit("bank.after_vote_yes_before_reply")
@@ -118,7 +119,7 @@ class BankServicer(pb_grpc.BankServicer):
     def Commit(self, request, context):
         note(txn_id=request.txn_id)
         state = self.ledger.commit(request.txn_id)
-        eventlog.event("2pc.committed", txn_id=request.txn_id)
+        eventlog.event("2pc.committed", txn_id=request.txn_id, request_id=request_id())
         failpoints.hit("bank.after_commit_before_ack")
         return pb.DecisionResponse(state=state)
 
@@ -126,7 +127,7 @@ class BankServicer(pb_grpc.BankServicer):
     def Abort(self, request, context):
         note(txn_id=request.txn_id)
         state = self.ledger.abort(request.txn_id)
-        eventlog.event("2pc.aborted", txn_id=request.txn_id)
+        eventlog.event("2pc.aborted", txn_id=request.txn_id, request_id=request_id())
         return pb.DecisionResponse(state=state)
 
 

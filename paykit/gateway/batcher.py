@@ -36,29 +36,46 @@ class Batcher(Generic[Item, Result]):
         self._waiting: list[tuple[Item, Future[Result]]] = []
         self._busy = False  # a batch is in flight (its sender thread will take the next one)
 
-    def submit(self, item: Item) -> Future[Result]:
+    def submit(self, item: Item, *, inline: bool = False) -> Future[Result]:
+        """Queues `item`; with nothing in flight its batch is sent now. `inline`: by this thread,
+        before submit returns (for a caller about to wait anyway: one thread hand-off fewer),
+        else by the pool, so the caller can submit to other peers meanwhile."""
         future: Future[Result] = Future()
         with self._lock:
             self._waiting.append((item, future))
             start, self._busy = not self._busy, True
-        if start:
+        if start and inline:
+            self._send_one()
+            with self._lock:  # whatever arrived meanwhile goes on the pool's thread
+                handoff = self._busy = bool(self._waiting)
+            if handoff:
+                self._pool.submit(self._drain)
+        elif start:
             self._pool.submit(self._drain)
         return future
 
     def _drain(self) -> None:
         """Sends batches until nothing waits; then the next submit starts a new drain."""
-        while True:
-            with self._lock:
-                batch, self._waiting = self._waiting[: self._max], self._waiting[self._max :]
-                if not batch:
-                    self._busy = False
-                    return
-            items = [item for item, _ in batch]
-            try:
-                results = list(self._send(items))
-                if len(results) != len(items):
-                    raise RuntimeError(f"{len(results)} results for {len(items)} items")
-            except BaseException as exc:  # the batch failed as a whole: so does each of its items
-                results = [self._failed(item, exc) for item in items]
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
+        while self._send_one():
+            pass
+
+    def _send_one(self) -> bool:
+        """Sends the next batch; False (and no longer busy) when nothing waits."""
+        with self._lock:
+            batch, self._waiting = self._waiting[: self._max], self._waiting[self._max :]
+            if not batch:
+                self._busy = False
+                return False
+        self._deliver(batch)
+        return True
+
+    def _deliver(self, batch: list[tuple[Item, Future[Result]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            results = list(self._send(items))
+            if len(results) != len(items):
+                raise RuntimeError(f"{len(results)} results for {len(items)} items")
+        except BaseException as exc:  # the batch failed as a whole: so does each of its items
+            results = [self._failed(item, exc) for item in items]
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)

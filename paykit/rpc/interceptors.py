@@ -71,6 +71,12 @@ def note(**fields) -> None:
         record.update(fields)
 
 
+def request_id() -> str | None:
+    """The x-request-id of the call being served, if any (for events that join its log line)."""
+    record = _call.get(None)
+    return record.get("request_id") if record else None
+
+
 def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     """Metadata for a call made while serving one (gateway -> bank): the same x-request-id,
     so every process's log line of one client request shares it. Empty outside a call."""

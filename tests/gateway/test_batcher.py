@@ -82,3 +82,16 @@ def test_many_threads_submitting_at_once_each_get_their_own_result(pool):
     for t in threads:
         t.join(WAIT_S)
     assert results == {n: n + 1 for n in range(16)}
+
+
+def test_an_inline_submit_sends_on_the_callers_thread_when_nothing_is_in_flight(pool):
+    senders: list[str] = []
+
+    def send(items):
+        senders.append(threading.current_thread().name)
+        return items
+
+    batcher = Batcher(send, lambda i, e: None, pool, max_items=4)
+    assert batcher.submit(1, inline=True).result(WAIT_S) == 1  # done before submit returned
+    assert senders == [threading.current_thread().name]
+    assert batcher.submit(2).result(WAIT_S) == 2 and senders[1] != senders[0]  # the pool's thread

@@ -68,7 +68,7 @@ def test_rpc_calls_has_both_sides(df):
     calls = rpc_calls(df)
     assert set(calls["side"].astype(str)) == {"server", "client"}
     latency = calls.groupby(["side", "rpc"], observed=True)["latency_ms"].median()
-    assert latency[("client", "Gateway/Pay")] > 0 and latency[("server", "Bank/Exchange")] > 0
+    assert latency[("client", "Gateway/Pay")] > 0 and latency[("server", "Bank/Prepare")] > 0
     assert set(calls["code"].dropna().astype(str)) >= {"OK"}
 
 
