@@ -60,6 +60,13 @@ def _bank_pair(text: str) -> tuple[str, str]:
     return name, address
 
 
+def _address(text: str) -> str:
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not HOST:PORT, e.g. 127.0.0.1:50050")
+    return text
+
+
 def cmd_bank(args) -> int:
     from paykit.bank import server as bank
     from paykit.rpc import pki
@@ -75,6 +82,7 @@ def cmd_bank(args) -> int:
             data_dir=_data_dir(args, args.name),
             tls=tls,
             seed_csv=Path(args.seed) if args.seed else None,
+            coordinator=args.coordinator or "",
             failpoints=args.failpoints,
         ),
         exit_on_stdin_eof=args.exit_on_stdin_eof,
@@ -141,6 +149,7 @@ def cmd_up(args) -> int:
     from paykit.lab.cluster import LocalCluster
 
     ports = {**config.DEFAULT_BANK_PORTS, "gateway": config.DEFAULT_GATEWAY_PORT}
+    # No relays: nothing here pulls the network, and other hosts dial the servers' own ports.
     cluster = LocalCluster(
         tuple(config.DEFAULT_BANK_PORTS),
         data_dir=config.state_dir() / "data",
@@ -148,6 +157,7 @@ def cmd_up(args) -> int:
         prepare_timeout_s=args.prepare_timeout_s,
         pki_dir=config.state_dir() / "pki",
         host=args.host,
+        relays=False,
     )
     with cluster:
         for row in cluster.status():
@@ -231,6 +241,13 @@ def _add_bank(sub) -> None:
     p.add_argument(
         "--seed",
         help="CSV of bank,account_id,opening_balance; this bank's rows are opened at start",
+    )
+    p.add_argument(
+        "--coordinator",
+        type=_address,
+        metavar="HOST:PORT",
+        help="where to ask the gateway for decisions on in-doubt payments, instead of the "
+        "address each Prepare names (LocalCluster gives each bank its own network relay)",
     )
     p.add_argument(
         "--san", action="append", default=[], help="extra host name or IP for its certificate"

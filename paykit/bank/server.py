@@ -2,7 +2,8 @@
 
 A bank that voted YES never decides alone: a background thread asks the coordinator
 (GetDecision) about every transaction still prepared after a moment, across restarts,
-and applies the answer; PENDING or no answer means keep the hold and ask again.
+and applies the answer; PENDING or no answer means keep the hold and ask again. It asks at the
+address the Prepare named, unless the bank was given one (`--coordinator`).
 """
 
 from __future__ import annotations
@@ -163,10 +164,13 @@ def _ack(txn_id: str, commit: bool, result, request_id: str) -> pb.LegAck:
 class InDoubtResolver:
     """Asks the coordinator about prepared transactions and applies the answers."""
 
-    def __init__(self, ledger: Ledger, tls: TLSFiles, ask_after_s: float) -> None:
+    def __init__(
+        self, ledger: Ledger, tls: TLSFiles, ask_after_s: float, coordinator: str = ""
+    ) -> None:
         self.ledger = ledger
         self.tls = tls
         self.ask_after_ms = int(ask_after_s * 1000)
+        self.coordinator = coordinator  # overrides the address in each Prepare when set
         self._stubs: dict[str, pb_grpc.CoordinatorStub] = {}
         self._stop = threading.Event()
 
@@ -179,7 +183,8 @@ class InDoubtResolver:
 
     def resolve_once(self) -> int:
         resolved = 0
-        for txn_id, coordinator in self.ledger.in_doubt(self.ask_after_ms):
+        for txn_id, named in self.ledger.in_doubt(self.ask_after_ms):
+            coordinator = self.coordinator or named
             if not coordinator:
                 continue
             try:
@@ -234,7 +239,7 @@ def serve(cfg: BankConfig, *, exit_on_stdin_eof: bool = False) -> None:
         [(pb_grpc.add_BankServicer_to_server, BankServicer(ledger), SERVICE_NAMES["Bank"])]
     )
     server.start()
-    resolver = InDoubtResolver(ledger, cfg.tls, cfg.in_doubt_ask_after_s)
+    resolver = InDoubtResolver(ledger, cfg.tls, cfg.in_doubt_ask_after_s, cfg.coordinator)
     resolver.start()
     server.ready()
     server.serve_until_stopped(exit_on_stdin_eof=exit_on_stdin_eof)

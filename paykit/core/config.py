@@ -52,6 +52,9 @@ class BankConfig:
     data_dir: Path
     tls: TLSFiles
     seed_csv: Path | None = None
+    # Where the in-doubt resolver asks for decisions, instead of the address each Prepare names
+    # ("" = that one); LocalCluster gives each bank its own relay to the gateway this way.
+    coordinator: str = ""
     in_doubt_ask_after_s: float = IN_DOUBT_ASK_AFTER_S
     failpoints: bool = False
     workers: int = SERVER_WORKERS

@@ -5,6 +5,7 @@ notebook changing. Names load lazily (PEP 562): `from paykit.lab import check_an
 does not import pandas or matplotlib until a name that needs them is used.
 
     LocalCluster, check_invariants, total_money        a cluster and its invariants
+    Relays, LinkState                                  the network between its processes
     read_logs, rpc_calls, twopc_events, ...            every process's log as a DataFrame
     charts                                             matplotlib charts of those logs
     run_chaos, FAILPOINTS                              faults on purpose
@@ -20,6 +21,8 @@ from typing import Any
 # name -> module that defines it (a module's own name maps to the module itself).
 _EXPORTS: dict[str, str] = {
     "LocalCluster": "paykit.lab.cluster",
+    "Relays": "paykit.lab.relay",
+    "LinkState": "paykit.lab.relay",
     "check_invariants": "paykit.lab.check",
     "total_money": "paykit.lab.check",
     "read_bank": "paykit.lab.check",

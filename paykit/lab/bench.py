@@ -4,6 +4,7 @@ same setup.
     paykit bench --payers 16 --duration-s 20     throughput, p50/p95/p99, errors, ratio to the floor
     paykit bench --payers 16 --preload 1000000   the same on an empty start and after a big history
     paykit bench --payers 4 --rss --payments 100000   each server's RSS after 10k and 100k payments
+    paykit bench --payers 16 --relays both       what LocalCluster's fault relays cost (same run)
 
 The floor is a no-op RPC (the gateway's health Check) over the same mutual TLS and the
 same server interceptors, at the same concurrency. One payment costs RPCS_PER_PAYMENT
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the gateway sends a bank's legs in batches (on, the default) or one call each "
         "(off); both: one cluster each, measured in alternating rounds, and their ratios",
     )
+    _add_relays_option(p)
     p.add_argument(
         "--data-dir",
         help="keep the cluster's databases and logs here (default: a temporary folder)",
@@ -361,11 +363,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_relays_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--relays",
+        choices=("on", "off", "both"),
+        default="off",
+        help="put LocalCluster's fault relays on every link (on) or not (off, the default, as "
+        "`paykit up` runs); both: one cluster each, in alternating rounds, and their ratios (what "
+        "a relay with no fault set costs; its CPU is counted in the bench process's)",
+    )
+
+
 def variants_of(args) -> dict[str, dict]:
     """The clusters to measure: one, or two to compare (the second over the first)."""
+    batching, relays = {"batching": args.batching == "on"}, {"relays": args.relays == "on"}
+    if args.batching == "both" and args.relays == "both":
+        raise ValueError("compare one thing at a time: --batching both or --relays both")
     if args.batching == "both":
-        return {"batching off": {"batching": False}, "batching on": {"batching": True}}
-    return {"": {"batching": args.batching == "on"}}
+        return {
+            "batching off": {**relays, "batching": False},
+            "batching on": {**relays, "batching": True},
+        }
+    if args.relays == "both":
+        return {
+            "relays off": {**batching, "relays": False},
+            "relays on": {**batching, "relays": True},
+        }
+    return {"": {**batching, **relays}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        variants = variants_of(args)
+    except ValueError as err:
+        print(f"paykit bench: error: {err}", file=sys.stderr)
+        return 2
     run_bench(
         payers=args.payers,
         duration_s=args.duration_s,
@@ -385,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         outbox=args.outbox,
         check=args.check,
-        variants=variants_of(args),
+        variants=variants,
         out=sys.stdout,
     )
     return 0

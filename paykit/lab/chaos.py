@@ -1,11 +1,13 @@
 """`paykit chaos`: a Jepsen-style fault test of exactly-once payments (run_chaos is importable).
 
-Several payers pay each other concurrently across 2-3 banks while a nemesis, on a seeded
-random schedule, kills (-9) and restarts banks and the gateway, pauses them (SIGSTOP),
-and crashes them at named 2PC failpoints. Every payment's key and what its client was
-told are recorded. Then everything is healed, uncertain payments are retried with their
-keys, and paykit.check verifies the books against what clients were told. The report
-carries per-second samples (money, payments completed) for charts.
+Several payers pay each other concurrently across 2-3 banks while two nemeses, each on its own
+seeded random schedule, strike at once: one kills (-9) and restarts banks and the gateway,
+pauses them (SIGSTOP), and crashes them at named 2PC failpoints; the other pulls the network
+between two processes (cut, partition, lost replies, delay; see paykit.lab.relay), so the
+faults overlap. Every payment's key and what its client was told are recorded. Then
+everything is healed, uncertain payments are retried with their keys, and paykit.check
+verifies the books against what clients were told. The report carries per-second samples
+(money, payments completed) for charts.
 
     paykit chaos --seed 7                    the short profile (about 20 s)
     paykit chaos --profile long --seed 7     five minutes, more payers and accounts
@@ -34,7 +36,9 @@ from paykit.v1 import payment_pb2 as pb
 UNCERTAIN = "uncertain"
 BANK_NAMES = ("BankA", "BankB", "BankC")
 PASSWORD = "chaos-password"
-FAULT_KINDS = ("kill", "pause", "failpoint")
+PROCESS_FAULTS = ("kill", "pause", "failpoint")
+NETWORK_FAULTS = ("cut", "partition", "drop-replies", "delay")
+FAULT_KINDS = PROCESS_FAULTS + NETWORK_FAULTS
 RESTART_ATTEMPTS = 5
 SEND_BACKOFF = Backoff(first_s=0.1, max_s=1.0)  # between two sends of one payment
 SAMPLE_EVERY_S = 1.0
@@ -84,8 +88,8 @@ class Intent:
 @dataclass(frozen=True)
 class Fault:
     t_s: float
-    target: str
-    kind: str  # kill | pause | failpoint | failpoint-missed
+    target: str  # a server, or for network faults "a<->b" (both links) or one link "a->b"
+    kind: str  # one of FAULT_KINDS, or failpoint-missed
     detail: str
     down_s: float
 
@@ -126,6 +130,9 @@ class ChaosReport:
     def ok(self) -> bool:
         return bool(self.invariants.results) and self.invariants.ok
 
+    def faults_by_kind(self) -> Counter:
+        return Counter(f.kind for f in self.faults)
+
     def faults_per_target(self) -> dict[str, Counter]:
         per: dict[str, Counter] = {}
         for f in self.faults:
@@ -154,6 +161,8 @@ class ChaosReport:
             for t, cnt in sorted(per.items())
         )
         lines.append(f"faults ({len(self.faults)}): {faults or 'none'}")
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.faults_by_kind().items()))
+        lines.append(f"faults by kind: {kinds or 'none'}")
         o, r = self.outcomes(), self.resolutions()
         reasons = Counter(i.reason for i in self.intents if i.outcome == FAILED)
         lines.append(
@@ -269,13 +278,26 @@ class _Run:
             with self.lock:
                 self.done[intent.outcome] += 1
 
-    # -- the nemesis --------------------------------------------------------------
+    # -- the nemeses ------------------------------------------------------------------
 
-    def nemesis(self) -> None:
-        from paykit.core.failpoints import FAILPOINTS
+    def nemeses(self) -> None:
+        """Runs the process and the network nemesis at once (each if any of its kinds is on)."""
+        kinds = [
+            (name, [k for k in self.cfg.faults if k in group])
+            for name, group in (("process", PROCESS_FAULTS), ("network", NETWORK_FAULTS))
+        ]
+        threads = [
+            threading.Thread(target=self.nemesis, args=(name, chosen), name=f"nemesis-{name}")
+            for name, chosen in kinds
+            if chosen
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
-        rng = random.Random(f"{self.cfg.seed}/nemesis")
-        targets = list(self.cluster.procs)
+    def nemesis(self, stream: str, kinds: list[str]) -> None:
+        rng = random.Random(f"{self.cfg.seed}/nemesis/{stream}")
         deadline = self.started + self.cfg.duration_s
         while True:
             gap_s = rng.uniform(0.5, 1.5) * self.cfg.fault_every_s
@@ -284,17 +306,21 @@ class _Run:
                 or time.monotonic() >= deadline
             ):
                 return
-            target, kind = rng.choice(targets), rng.choice(self.cfg.faults)
+            kind = rng.choice(kinds)
             down_s = round(rng.uniform(0.2, self.cfg.down_max_s), 2)
-            role = "gateway." if target == "gateway" else "bank."
-            point = rng.choice([n for n in FAILPOINTS if n.startswith(role)])
+            strike = self.strike if stream == "process" else self.strike_network
             try:
-                self.strike(target, kind, down_s, point)
+                strike(rng, kind, down_s)
             except Exception as exc:  # a fault that could not be applied is reported, not fatal
-                self.say(f"nemesis: {kind} on {target} failed: {exc!r}")
+                self.say(f"nemesis: {kind} failed: {exc!r}")
 
-    def strike(self, target: str, kind: str, down_s: float, point: str) -> None:
+    def strike(self, rng: random.Random, kind: str, down_s: float) -> None:
+        from paykit.core.failpoints import FAILPOINTS
+
         c, t0 = self.cluster, self.now_s()
+        target = rng.choice(list(c.procs))
+        role = "gateway." if target == "gateway" else "bank."
+        point = rng.choice([n for n in FAILPOINTS if n.startswith(role)])
         if kind == "kill":
             self._down(target, "killed", c.kill)
             self.say(f"kill -9 {target} (down {down_s} s)")
@@ -311,15 +337,43 @@ class _Run:
             if not c.died_within(target, self.cfg.failpoint_window_s):
                 c.disarm(target)
                 if c.procs[target].running:
-                    self.report.faults.append(Fault(t0, target, "failpoint-missed", point, 0.0))
+                    self._record(Fault(t0, target, "failpoint-missed", point, 0.0))
                     return
             self._mark(target, "crashed")
             self.say(f"{target} crashed at failpoint {point} (down {down_s} s)")
             time.sleep(down_s)
             self._up(target)
-        self.report.faults.append(
-            Fault(t0, target, kind, point if kind == "failpoint" else "", down_s)
-        )
+        self._record(Fault(t0, target, kind, point if kind == "failpoint" else "", down_s))
+
+    def strike_network(self, rng: random.Random, kind: str, down_s: float) -> None:
+        """Pulls the network between two processes (both links), or on one bank's link to the
+        coordinator alone, for down_s; then heals it."""
+        c, t0 = self.cluster, self.now_s()
+        pairs = [("client", "gateway")] + [("gateway", b) for b in c.bank_names]
+        pairs += [(f"{b}->gateway", None) for b in c.bank_names]
+        a, b = rng.choice(pairs)
+        target = a if b is None else f"{a}<->{b}"
+        detail = ""
+        if kind == "cut":
+            c.cut(a, b)
+        elif kind == "partition":
+            c.partition(a, b)
+        elif kind == "drop-replies":
+            c.partition(a, b, drop="replies")
+        else:  # up to 1.5 x the vote timeout each way: some Prepares time out, most do not
+            ms = round(rng.uniform(20, 1500 * self.cfg.prepare_timeout_s))
+            c.delay(a, b, ms=ms, jitter_ms=ms // 4)
+            detail = f"{ms} ms"
+        self._mark(target, kind)
+        self.say(f"network: {kind} {target} {detail}({down_s} s)")
+        time.sleep(down_s)
+        c.heal(a, b)
+        self._mark(target, None)
+        self._record(Fault(t0, target, kind, detail, down_s))
+
+    def _record(self, fault: Fault) -> None:
+        with self.lock:
+            self.report.faults.append(fault)
 
     def _down(self, target: str, state: str, action: Callable[[str], None]) -> None:
         self._mark(target, state)
@@ -344,7 +398,10 @@ class _Run:
         raise Unavailable(f"{target} would not restart")
 
     def heal(self) -> None:
-        """Resumes paused servers, restarts dead ones, and takes back armed failpoints."""
+        """Heals the network, resumes paused servers, restarts dead ones, and takes back armed
+        failpoints."""
+        if self.cluster.relays:
+            self.cluster.heal()
         for name, proc in self.cluster.procs.items():
             if self.cluster.failpoints:
                 self.cluster.disarm(name)
@@ -426,6 +483,8 @@ def run_chaos(
         prepare_timeout_s=cfg.prepare_timeout_s,
         failpoints="failpoint" in cfg.faults,
         seed_csv=None,
+        relays=any(kind in NETWORK_FAULTS for kind in cfg.faults),
+        relay_seed=cfg.seed,
     )
     cluster.start()
     try:
@@ -454,7 +513,7 @@ def _run(run: _Run) -> ChaosReport:
     sampler = threading.Thread(target=run.sampler, daemon=True)
     for t in (*threads, sampler):
         t.start()
-    run.nemesis()
+    run.nemeses()
     run.stop_paying.set()
     run.heal()
     for t in threads:
@@ -544,9 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="paykit chaos",
         description="Jepsen-style fault test: concurrent payers, kill -9 / pause / failpoint "
-        "crashes of banks and "
-        "the gateway on a seeded schedule, then heal and check that every payment happened exactly "
-        "once. Exits 1 on any violated invariant.",
+        "crashes of banks and the gateway and, at the same time, network faults between them "
+        "(cut, partition, lost replies, delay) on a seeded schedule, then heal and check that "
+        "every payment happened exactly once. Exits 1 on any violated invariant.",
         epilog="Longer run: paykit chaos --profile long --seed 7 (five minutes, 8 payers, 12 "
         "accounts).",
     )

@@ -9,6 +9,13 @@ Controls (used by tests, the demo and the lessons):
     arm(name, failpoint)  crash or pause that server at a named point on the 2PC path
                           (or, with action "error", fail its write there as a bad disk would)
     disarm(name)          take back every failpoint of that server that has not fired
+Network (a fault relay on every link, see paykit.lab.relay and docs/network.md):
+    links()               one row per link: client->gateway, gateway->BankX, BankX->gateway
+    partition(a, b)       nothing passes between a and b (drop="replies": answers are lost)
+    cut(a, b)             connections reset, new ones refused
+    delay(a, b, ms=200)   every byte waits (jitter_ms= for a spread)
+    heal() / heal(a, b)   everything passes again
+LocalCluster(relays=False) has no relays (the servers dial each other directly).
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
 """
@@ -25,7 +32,7 @@ import sys
 import tempfile
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
@@ -34,11 +41,13 @@ from paykit.client.session import GatewaySession
 from paykit.core import failpoints as fp
 from paykit.core.config import PREPARE_TIMEOUT_S
 from paykit.core.errors import InvalidInput, Unavailable
+from paykit.lab.relay import BOTH, LinkState, Relays
 from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, init_pki, role_folder
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 GATEWAY = "gateway"
+CLIENT = "client"  # the callers of cluster.client() and cluster.session(), on the links
 CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per cluster.client()
 # shared by all clusters of this process, so no two clients share a file
 _client_numbers = itertools.count(1)
@@ -79,6 +88,8 @@ class LocalCluster:
         pki_dir: Path | None = None,
         host: str = "127.0.0.1",
         batching: bool = True,
+        relays: bool = True,
+        relay_seed: int | None = None,
     ) -> None:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
@@ -97,6 +108,11 @@ class LocalCluster:
         self.procs = {
             name: Proc(name, ports.get(name, 0), self.data_dir / name) for name in (*banks, GATEWAY)
         }
+        # Relays: a fault relay on every link (on by default, see docs/network.md for the cost).
+        self.relays = relays
+        self.relay_seed = relay_seed
+        self._relays: Relays | None = None
+        self._relay_ports: dict[str, int] = {}  # kept across stop/start: the same addresses
 
     # -- whole cluster ------------------------------------------------------------
 
@@ -113,7 +129,16 @@ class LocalCluster:
             self._terminate(proc)
         for proc in self.procs.values():  # all were told at once; now wait for each
             self._reap(proc)
+        if self._relays is not None:
+            self._relays.close()
+            self._relays = None
         _live.discard(self)
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{r['name']} {r['state']}" for r in self.status())
+        faulty = [row["link"] for row in self.links() if row["state"] != "ok"]
+        network = "no relays" if not self.relays else f"faults on {', '.join(faulty) or 'none'}"
+        return f"<LocalCluster {states}; {network}>"
 
     def __enter__(self) -> Self:
         return self.start()
@@ -129,6 +154,120 @@ class LocalCluster:
                 f"no server {name!r} in this cluster; servers: {', '.join(self.procs)}"
             )
         return self.procs[name]
+
+    # -- the network ----------------------------------------------------------------
+
+    def _link_plan(self) -> list[tuple[str, str, str, str]]:
+        """(name, caller, server, service) of every link, in the order links() shows them."""
+        plan = [(f"{CLIENT}->{GATEWAY}", CLIENT, GATEWAY, "Gateway")]
+        for bank in self.bank_names:
+            plan.append((f"{GATEWAY}->{bank}", GATEWAY, bank, "Bank"))
+            plan.append((f"{bank}->{GATEWAY}", bank, GATEWAY, "Coordinator"))
+        return plan
+
+    def _ensure_relays(self) -> Relays | None:
+        if not self.relays or self._relays is not None:
+            return self._relays
+        relays = Relays(seed=self.relay_seed)
+        try:
+            for name, caller, server, service in self._link_plan():
+                proc = self.procs[server]
+                link = relays.add(
+                    name,
+                    caller=caller,
+                    server=server,
+                    service=service,
+                    target=lambda proc=proc: proc.address,
+                    port=self._relay_ports.get(name, 0),
+                )
+                self._relay_ports[name] = link.port
+        except BaseException:
+            relays.close()
+            raise
+        self._relays = relays
+        return relays
+
+    def _dial(self, caller: str, server: str) -> str:
+        """The address `caller` dials to reach `server`: its link's relay, or the server."""
+        relays = self._ensure_relays()
+        if relays is None:
+            return self.procs[server].address
+        return relays.links[f"{caller}->{server}"].address
+
+    def _network(self) -> Relays:
+        if not self.relays:
+            raise InvalidInput(
+                "this cluster has no network relays; use LocalCluster(relays=True) to pull the "
+                "network"
+            )
+        relays = self._relays
+        if relays is None:
+            raise Unavailable("the cluster is not running; start() it first")
+        return relays
+
+    def _select(self, a: str, b: str | None):
+        """The links named by (a, b): every link between two processes, either way; or one
+        link by name ("BankB->gateway"); or, with a process alone, every link it is on."""
+        relays = self._network()
+        links = list(relays.links.values())
+        if b is None and a in relays.links:
+            return [relays.links[a]]
+        names = {CLIENT, *self.procs}
+        for name in (a, b):
+            if name is not None and name not in names:
+                raise InvalidInput(
+                    f"no process or link {str(name)[:40]!r}; processes: {', '.join(sorted(names))};"
+                    f" links: {', '.join(relays.links)}"
+                )
+        chosen = [
+            link
+            for link in links
+            if {link.caller, link.server} == {a, b}
+            or (b is None and a in (link.caller, link.server))
+        ]
+        if not chosen:
+            raise InvalidInput(f"no link between {a} and {b}; links: {', '.join(relays.links)}")
+        return chosen
+
+    def links(self) -> list[dict]:
+        """One row per link (pandas.DataFrame(cluster.links())): its state, open connections,
+        bytes forwarded and lost, and its addresses. Empty without relays."""
+        if not self.relays or self._relays is None:
+            return []
+        return [asdict(state) for state in self._relays.states()]
+
+    def partition(self, a: str, b: str | None = None, *, drop: str = BOTH) -> list[LinkState]:
+        """Nothing passes between `a` and `b` (both alive): every byte is read and lost, so
+        calls wait until their deadline. drop="replies": requests arrive and are served, the
+        answers are lost; drop="requests": nothing arrives, answers would pass."""
+        return self._network().drop(self._select(a, b), drop)
+
+    def cut(self, a: str, b: str | None = None) -> list[LinkState]:
+        """Resets the connections between `a` and `b` and refuses new ones: calls fail at once
+        (UNAVAILABLE), and gRPC keeps dialing (backoff 0.1-1 s) until heal()."""
+        return self._network().cut(self._select(a, b))
+
+    def delay(
+        self,
+        a: str,
+        b: str | None = None,
+        *,
+        ms: float,
+        jitter_ms: float = 0.0,
+        direction: str = BOTH,
+    ) -> list[LinkState]:
+        """Every byte between `a` and `b` waits ms ± jitter_ms, each way (direction="requests" or
+        "replies" for one way only): a round trip gets 2 x ms longer."""
+        return self._network().delay(
+            self._select(a, b), ms=ms, jitter_ms=jitter_ms, direction=direction
+        )
+
+    def heal(self, a: str | None = None, b: str | None = None) -> list[LinkState]:
+        """Takes back every network fault (or those between `a` and `b`)."""
+        relays = self._network()
+        return relays.heal(None if a is None else self._select(a, b))
+
+    # -- commands ---------------------------------------------------------------------
 
     def _command(self, proc: Proc) -> list[str]:
         cmd = [sys.executable, "-m", "paykit"]
@@ -151,7 +290,7 @@ class LocalCluster:
             common.append("--failpoints")
         if proc.name == GATEWAY:
             banks = [
-                arg for b in self.bank_names for arg in ("--bank", f"{b}={self.procs[b].address}")
+                arg for b in self.bank_names for arg in ("--bank", f"{b}={self._dial(GATEWAY, b)}")
             ]
             return cmd + [
                 "gateway",
@@ -162,7 +301,9 @@ class LocalCluster:
                 *self.gateway_args,
             ]
         seed = ["--seed", str(self.seed_csv)] if self.seed_csv else []
-        return cmd + ["bank", "--name", proc.name, *common, *seed]
+        # Each bank asks for decisions through its own link, so that one link can be cut alone.
+        coordinator = ["--coordinator", self._dial(proc.name, GATEWAY)] if self.relays else []
+        return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator]
 
     def restart(self, name: str) -> None:
         """Starts `name` (stopping it first if it runs) and waits until it is ready."""
@@ -274,9 +415,13 @@ class LocalCluster:
 
     @property
     def gateway_address(self) -> str:
-        return self.procs[GATEWAY].address
+        """Where clients dial the gateway: the client->gateway link's relay (or the gateway)."""
+        return (
+            self._dial(CLIENT, GATEWAY) if self._relays is not None else self.procs[GATEWAY].address
+        )
 
     def bank_address(self, name: str) -> str:
+        """The bank's own address (not through the gateway's link to it)."""
         return self._proc(name).address
 
     def status(self) -> list[dict]:

@@ -1,8 +1,9 @@
 """The short chaos profile, in `make test`: faults on a seeded schedule, then every invariant.
 
-Two runs of about 10 s each (6 s of faults): kills and pauses with failpoints off (the gateway
-sends both Commits at once, as in production), and crashes at random 2PC failpoints (Commits one
-after the other).
+Two runs of about 10 s each (6 s of faults), each with two nemeses striking at once, one at the
+processes and one at the network: kills and pauses with failpoints off (the gateway sends both
+Commits at once, as in production) against partitions and lost replies; crashes at random 2PC
+failpoints (Commits one after the other) and kills against cuts and delays.
 The longer profile is `paykit chaos --profile long` (see docs/correctness.md).
 """
 
@@ -15,8 +16,11 @@ from paykit.lab import chaos
 
 @pytest.mark.parametrize(
     ("seed", "faults"),
-    [(11, ("kill", "pause")), (12, ("failpoint", "kill"))],
-    ids=["kill-pause", "failpoint-kill"],
+    [
+        (11, ("kill", "pause", "partition", "drop-replies")),
+        (12, ("failpoint", "kill", "cut", "delay")),
+    ],
+    ids=["kill-pause-partition", "failpoint-kill-cut-delay"],
 )
 def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
     lines: list[str] = []
@@ -37,6 +41,12 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
     assert outcomes[chaos.SUCCEEDED] >= 20, summary
     assert len([f for f in report.faults if f.kind != "failpoint-missed"]) >= 2, summary
     assert f"seed {seed}" in summary and "PASS" in summary
+    # Both nemeses struck, and their faults overlapped in time; the summary counts them by kind.
+    kinds = report.faults_by_kind()
+    assert any(kinds[k] for k in chaos.NETWORK_FAULTS), summary
+    assert any(kinds[k] for k in chaos.PROCESS_FAULTS), summary
+    assert overlapping(report.faults), summary
+    assert "faults by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) in summary
     assert all(
         name in report.invariants.results
         for name in (
@@ -61,6 +71,14 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
     assert [r["completed"] for r in rows] == sorted(r["completed"] for r in rows)
     assert (rows[-1]["total_minor"], rows[-1]["in_flight_minor"]) == (rows[-1]["opened_minor"], 0)
     assert any(line.startswith("[chaos]") for line in lines)
+
+
+def overlapping(faults) -> bool:
+    """Whether a network fault and a process fault were in force at the same moment."""
+    spans = [(f.t_s, f.t_s + f.down_s, f.kind in chaos.NETWORK_FAULTS) for f in faults]
+    return any(
+        a0 < b1 and b0 < a1 for a0, a1, net_a in spans for b0, b1, net_b in spans if net_a != net_b
+    )
 
 
 def test_chaos_cli_help_and_bad_arguments(capsys):
