@@ -12,7 +12,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     sequence_diagram, sequence_steps                   one payment drawn from the logs
     table, Progress                                    what a lesson shows (paykit.lab.display)
     race_payments, race_debits, check_debit, ...       the racing-payments lesson
-    HoldWatch, blocking_window_s                       the coordinator-crash lesson
+    HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
     PaymentForm                                        the ipywidgets payment form
 """
 
@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "HoldWatch": "paykit.lab.blocking",
     "blocking_window_s": "paykit.lab.blocking",
     "gateway_down_s": "paykit.lab.blocking",
+    "crash_coordinator": "paykit.lab.blocking",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",
@@ -64,7 +65,7 @@ _EXPORTS: dict[str, str] = {
             "in_doubt",
             "make_traffic",
             "pay_concurrently",
-            "payment_story",
+            "payment_id_of",
             "pid_alive",
             "refused_with_stranger_certificate",
             "refused_without_certificate",

@@ -7,6 +7,7 @@ the blocking window of two-phase commit.
                                           <bank>_held_minor and <bank>_prepared
     blocking_window_s(samples)            seconds from the first sample with anything prepared
                                           to the first one after it with nothing prepared
+    crash_coordinator(cluster, failpoint, down_s=...)   all of it for one payment (CrashRun)
 
 The samples read the banks' SQLite files (read-only), so they go on while the gateway is
 dead; the gateway counts as up once its current process has logged server.ready (a process
@@ -15,17 +16,22 @@ that is still recovering does not answer yet). charts.blocking_window(samples) d
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from paykit.client.models import Payment, html_view
+
 SAMPLE_EVERY_S = 0.05
 GATEWAY = "gateway"
+_users = itertools.count(1)
 
 
 def _bank_state(db: Path) -> tuple[int, int] | None:
@@ -142,3 +148,67 @@ def down_spans(samples: pd.DataFrame) -> list[tuple[float, float]]:
             spans.append((start, t))
             start = None
     return spans
+
+
+@dataclass
+class CrashRun:
+    """One payment whose gateway crashed at a failpoint and stayed down for down_s."""
+
+    failpoint: str
+    told_first: Payment  # what pay() returned while the gateway died (queued: no answer)
+    told_finally: Payment  # what the outbox's resend with the same key was told
+    samples: pd.DataFrame  # HoldWatch's samples over the whole run
+
+    @property
+    def window_s(self) -> float:
+        return blocking_window_s(self.samples)
+
+    @property
+    def down_s(self) -> float:
+        return gateway_down_s(self.samples)
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "failpoint": self.failpoint,
+            "told at first": f"{self.told_first.status} ({self.told_first.queued_reason})",
+            "told in the end": f"{self.told_finally.status} {self.told_finally.failure_reason}",
+            "gateway down (s)": self.down_s,
+            "blocking window (s)": self.window_s,
+        }
+
+    def _repr_html_(self) -> str:
+        return html_view("The coordinator crashed", self.as_row())
+
+
+def crash_coordinator(
+    cluster, failpoint: str, *, down_s: float, amount: str = "10", timeout_s: float = 30.0
+) -> CrashRun:
+    """A new user at BankA pays `amount` to BankB/recipient123 while the gateway is armed to
+    crash at `failpoint`; the gateway stays dead for `down_s`, restarts, and the run ends when
+    the client has its final answer and no bank holds anything."""
+    username = f"crash{next(_users)}"
+    client = cluster.client(outbox_dir=Path(cluster.data_dir) / "outbox" / username)
+    try:
+        client.register(username, "password123", f"{username}-acct", "1000", "BankA")
+        client.authenticate(username, "password123")
+        told: list[Payment] = []
+        client.on_complete(told.append)
+        watch = HoldWatch(cluster).start()
+        cluster.arm(GATEWAY, failpoint)
+        first = client.pay("BankB", "recipient123", amount)
+        cluster.wait_dead(GATEWAY)
+        time.sleep(down_s)
+        cluster.restart(GATEWAY)
+        _wait(lambda: told and not _prepared(samples_frame(watch.rows[-1:])).any(), timeout_s)
+        time.sleep(2 * watch.every_s)  # a sample or two after the release, for the chart
+        return CrashRun(failpoint, first, told[0], watch.stop())
+    finally:
+        client.close()
+
+
+def _wait(done, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the crashed payment did not settle within {timeout_s} s")
+        time.sleep(0.05)

@@ -99,7 +99,7 @@ def twopc_outcomes(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 def dashboard(df: pd.DataFrame) -> Figure:
-    """The four charts of lesson 7 on one figure."""
+    """The four charts of lesson 11 on one figure."""
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     latency_by_method(df, axes[0][0])
     codes_over_time(df, axes[0][1])
@@ -110,8 +110,8 @@ def dashboard(df: pd.DataFrame) -> Figure:
 
 
 def chaos_timeline(report) -> Figure:
-    """Lesson 9: money (balances + in flight, against the money opened) and payments per second of a
-    paykit.chaos report, with the seconds when some server was down shaded."""
+    """Lesson 15: money (balances + in flight, against the money opened) and payments per second
+    of a paykit.chaos report, with the seconds when some server was down shaded."""
     s = pd.DataFrame(report.sample_rows())
     s["money_minor"] = s["total_minor"] + s["in_flight_minor"]
     rate = s["completed"].diff() / s["t_s"].diff()

@@ -5,18 +5,22 @@ check_answer(name, answer, expected)   an exercise's check against a computed va
 check_hashed(name, answer, digest)      the same against a fixed answer kept as a hash
 answer_digest(name, answer)             the digest check_hashed compares with (for teachers)
 wait_until(predicate, timeout_s)        poll with a deadline instead of sleeping
+in_background(fn, *args)                run something on its own thread now (a Future)
 servers(cluster)                        lesson 1: the processes and ports, as a DataFrame
+second_copy(cluster, name)              lesson 1: what a second copy of a server is told
 refused_without_certificate(cluster)    lesson 2: what mutual TLS refuses
-books(cluster)                          lessons 4, 5: every account at every bank, as a DataFrame
-in_doubt(cluster) / wait_recovered()    lesson 5: prepared transactions, and waiting for recovery
-pay_concurrently(cluster, user, ...)    lesson 4: the same payment sent n times at once
-payment_story(cluster, payment_id)      lessons 3, 5: one payment's 2PC events from every log
-make_traffic(cluster)                   lesson 7: a small mixed workload to chart
+books(cluster)                          lessons 4, 6: every account at every bank, as a DataFrame
+pay_concurrently(cluster, user, ...)    lesson 5: the same payment sent n times at once
+in_doubt(cluster) / wait_recovered()    lessons 6, 7: prepared transactions; waiting for recovery
+ask_decision(cluster, txn_id)           lesson 7: GetDecision, asked as a bank would
+make_traffic(cluster)                   lesson 11: a small mixed workload to chart
+payment_id_of(data_dir, user, key)      lesson 15: which payment a key made
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import numbers
 import os
@@ -45,6 +49,7 @@ from paykit.v1 import payment_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 REFUSAL_TIMEOUT_S = 3.0
+_traffic_users = itertools.count(1)
 
 
 SHOWN_MAX = 80  # characters of a wrong answer repeated back
@@ -305,7 +310,7 @@ def books(cluster) -> pd.DataFrame:
 
 
 def in_doubt(cluster) -> list[tuple[str, str]]:
-    """Lesson 5: (bank, txn id) of every transaction a bank has prepared but not yet seen
+    """Lessons 6, 7: (bank, txn id) of every transaction a bank has prepared but not yet seen
     decided."""
     found = []
     for bank in cluster.bank_names:
@@ -315,7 +320,7 @@ def in_doubt(cluster) -> list[tuple[str, str]]:
 
 
 def wait_recovered(cluster, timeout_s: float = 20.0) -> Report:
-    """Lesson 5: waits until every invariant holds (nothing in doubt, money conserved); returns
+    """Lessons 6, 7: waits until every invariant holds (nothing in doubt, money conserved); returns
     the report."""
     last: list[Report] = []
 
@@ -341,7 +346,7 @@ def pay_concurrently(
     *,
     key: str,
 ) -> list[Payment | PaykitError]:
-    """Lesson 4: `n` separate connections signed in as `username` (like n devices) send the same
+    """Lesson 5: `n` separate connections signed in as `username` (like n devices) send the same
     payment with
     the same key at the same instant, each exactly once (no outbox, no retries); returns each
     answer."""
@@ -366,24 +371,16 @@ def pay_concurrently(
             session.close()
 
 
-def payment_story(cluster, payment_id: str) -> pd.DataFrame:
-    """Lessons 3, 5: every 2PC event of one payment, from every server's log, oldest first."""
-    from paykit.lab.logs import read_logs, twopc_events
-
-    steps = twopc_events(read_logs(cluster))
-    steps = steps[steps["payment_id"] == payment_id].copy()
-    steps["ms"] = (steps["ts"] - steps["ts"].min()).dt.total_seconds().mul(1000).round(1)
-    wanted = ["ms", "source", "event", "bank", "leg", "vote", "decision", "reason"]
-    return steps[[c for c in wanted if c in steps.columns]].reset_index(drop=True)
-
-
-def make_traffic(cluster, payments: int = 20, *, retried: int = 1) -> dict[str, int]:
-    """Lesson 7: a small mixed workload: payments that succeed, some declined, one to an unknown
-    bank, and `retried` balance requests sent while the gateway hangs for a moment (so the client
-    retries)."""
+def make_traffic(
+    cluster, payments: int = 20, *, retried: int = 1, username: str = ""
+) -> dict[str, int]:
+    """Lesson 11: a small mixed workload by a new user (alice1, alice2, ... unless named):
+    payments that succeed, some declined, one to an unknown bank, and `retried` balance requests
+    sent while the gateway hangs for a moment (so the client retries)."""
+    username = username or f"alice{next(_traffic_users)}"
     alice = cluster.client()
-    alice.register("alice", "password123", "alice-acct", "1000", cluster.bank_names[0])
-    alice.authenticate("alice", "password123")
+    alice.register(username, "password123", f"{username}-acct", "1000", cluster.bank_names[0])
+    alice.authenticate(username, "password123")
     counts = {"succeeded": 0, "failed": 0, "errors": 0, "retried": 0}
     for i in range(payments):
         # every fifth one is more than alice has
@@ -409,8 +406,19 @@ def make_traffic(cluster, payments: int = 20, *, retried: int = 1) -> dict[str, 
     return counts
 
 
+def payment_id_of(data_dir: Path, username: str, key: str) -> str:
+    """Lesson 15: the id of the payment a user's key made, from the gateway's database in a
+    (stopped) cluster's data folder; "" if the gateway never had the key."""
+    from paykit.lab.check import read_gateway
+
+    for p in read_gateway(Path(data_dir) / "gateway" / "gateway.db"):
+        if (p.username, p.idempotency_key) == (username, key):
+            return p.payment_id
+    return ""
+
+
 def servers_running_under(folder: Path) -> list[int]:
-    """Lesson 9: pids of paykit servers whose data folder is inside `folder` (none once everything
+    """Lesson 15: pids of paykit servers whose data folder is inside `folder` (none once everything
     stopped)."""
     found = []
     for proc in Path("/proc").iterdir():

@@ -156,6 +156,7 @@ class DebitRace:
     succeeded: int
     balance_minor: int
     errors: list[str] = field(default_factory=list)
+    returned_none: int = 0  # calls that returned None: a function with no body yet
 
     @property
     def expected_successes(self) -> int:
@@ -210,13 +211,16 @@ def race_debits(
     debit(conn, account_id, amount_minor) at the same instant."""
     with tempfile.TemporaryDirectory(prefix="paykit-race-") as folder:
         path = _toy_account(Path(folder), opening_minor)
-        start, errors = threading.Barrier(n), []
+        start, errors, nones = threading.Barrier(n), [], []
 
         def one(_: int) -> bool:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
                 start.wait()
-                return bool(debit(SlowConnection(conn, think_s), TOY_ACCOUNT, amount_minor))
+                said = debit(SlowConnection(conn, think_s), TOY_ACCOUNT, amount_minor)
+                if said is None:
+                    nones.append(1)
+                return bool(said)
             except Exception as exc:  # the student's code: reported, not raised in a thread
                 errors.append(f"{type(exc).__name__}: {exc}")
                 return False
@@ -227,10 +231,12 @@ def race_debits(
             succeeded = sum(pool.map(one, range(n)))
         with sqlite3.connect(path) as conn:
             (balance,) = conn.execute("SELECT balance_minor FROM accounts").fetchone()
-    return DebitRace(n, opening_minor, amount_minor, succeeded, balance, errors)
+    return DebitRace(n, opening_minor, amount_minor, succeeded, balance, errors, len(nones))
 
 
 def _debit_hint(race: DebitRace) -> str:
+    if race.returned_none == race.n:
+        return "your function returns None: write its body, and return True or False."
     if race.errors:
         return f"your debit raised {race.errors[0]}; run it once by hand to see why."
     if race.overdrawn or race.succeeded > race.expected_successes:

@@ -68,10 +68,11 @@ def test_a_debit_that_checks_and_acts_in_one_step_passes(capsys, debit):
         (naive_debit, "passed the check before any of them wrote"),
         (lost_update_debit, "passed the check before any of them wrote"),
         (lambda conn, a, m: 1 / 0, "ZeroDivisionError"),
-        (lambda conn, a, m: None, "return True exactly when you debited"),
+        (lambda conn, a, m: None, "returns None: write its body"),
+        (lambda conn, a, m: False, "return True exactly when you debited"),
         (None, "write the function"),
     ],
-    ids=["naive", "lost-update", "raises", "returns-none", "missing"],
+    ids=["naive", "lost-update", "raises", "returns-none", "never-debits", "missing"],
 )
 def test_a_wrong_debit_fails_with_a_hint_that_says_why(capsys, debit, says):
     with pytest.raises(AssertionError):
