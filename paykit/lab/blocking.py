@@ -21,6 +21,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,11 +182,18 @@ class CrashRun:
 
 
 def crash_coordinator(
-    cluster, failpoint: str, *, down_s: float, amount: str = "10", timeout_s: float = 30.0
+    cluster,
+    failpoint: str,
+    *,
+    down_s: float,
+    amount: str = "10",
+    timeout_s: float = 30.0,
+    progress: Callable[[str], None] | None = None,
 ) -> CrashRun:
     """A new user at BankA pays `amount` to BankB/recipient123 while the gateway is armed to
     crash at `failpoint`; the gateway stays dead for `down_s`, restarts, and the run ends when
-    the client has its final answer and no bank holds anything."""
+    the client has its final answer and no bank holds anything. `progress` hears each step."""
+    say = progress or (lambda _line: None)
     username = f"crash{next(_users)}"
     client = cluster.client(outbox_dir=Path(cluster.data_dir) / "outbox" / username)
     try:
@@ -195,10 +203,14 @@ def crash_coordinator(
         client.on_complete(told.append)
         watch = HoldWatch(cluster).start()
         cluster.arm(GATEWAY, failpoint)
+        say(f"armed {failpoint}; paying {amount}")
         first = client.pay("BankB", "recipient123", amount)
         cluster.wait_dead(GATEWAY)
+        say(f"the gateway crashed; the client was told {first.status}; down for {down_s} s")
         time.sleep(down_s)
+        say("restarting the gateway (recovery first)")
         cluster.restart(GATEWAY)
+        say("waiting for the client's resend and the banks' release")
         _wait(lambda: told and not _prepared(samples_frame(watch.rows[-1:])).any(), timeout_s)
         time.sleep(2 * watch.every_s)  # a sample or two after the release, for the chart
         return CrashRun(failpoint, first, told[0], watch.stop())
