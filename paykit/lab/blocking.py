@@ -108,6 +108,7 @@ class HoldWatch:
 
 
 def samples_frame(rows: list[dict]) -> pd.DataFrame:
+    """HoldWatch's rows as a DataFrame, counts and amounts as nullable integers."""
     frame = pd.DataFrame(rows)
     for column in frame.columns:
         if column.endswith(("_held_minor", "_prepared")):

@@ -70,6 +70,7 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def lessons_in(folder: Path) -> list[Path]:
+    """The numbered lessons in a folder (NN_name.ipynb), in order."""
     return sorted(Path(folder).glob(LESSON_GLOB))
 
 
@@ -140,6 +141,7 @@ class StudentRun:
 
     @property
     def problems(self) -> list[str]:
+        """What differs from: exactly the graded cells failed, each printing its hint."""
         found = [
             f"cell {i} ({self.graded.get(i, 'not graded')}) failed: {text[-300:]}"
             for i, text in self.failed.items()
@@ -240,6 +242,7 @@ def check_student_versions(paths: list[Path], *, jobs: int = 1) -> list[StudentR
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`paykit lessons ACTION`: for now the one action, student."""
     parser = argparse.ArgumentParser(prog="paykit lessons", description="The lessons' tools.")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sub.add_parser(
@@ -260,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    """`paykit lessons student [--out DIR] [--check]`: 0 when written (and, with --check, when
+    every student version failed exactly at its graded cells), 1 if not, 2 on bad arguments."""
     args = build_parser().parse_args(argv)
     if not lessons_in(args.lessons):
         print(f"paykit lessons: error: no lessons in {args.lessons}", file=sys.stderr)

@@ -147,3 +147,9 @@ def test_sequence_diagram_takes_a_log_folder_too(shared_cluster, ada):
     payment = ada.pay("BankB", "recipient123", "1")
     ax = sequence_diagram(shared_cluster.data_dir, payment.payment_id, title="one payment")
     assert ax.get_title(loc="left") == "one payment"
+
+
+def test_an_unknown_payment_draws_an_empty_diagram(shared_cluster):
+    steps = sequence_steps(shared_cluster, "0" * 32)
+    assert steps.empty and steps.attrs["outcome"] == "undecided"
+    assert draw_steps(steps).get_title(loc="left").endswith("undecided")
