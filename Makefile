@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint proto lab up clean
+.PHONY: setup demo test lint proto lab student up clean
 
 setup: $(STAMP)
 
@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[lessons,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[lessons,course,dev]'
 	touch $(STAMP)
 
 demo: setup
@@ -34,9 +34,15 @@ up: setup
 	$(BIN)/paykit up
 
 # JupyterLab on lessons/; its python3 kernel is this venv's Python (jupyter_client runs "python" as sys.executable).
+# JUPYTER_CONFIG_PATH adds jupyter-config/: no news pop-up, nbgrader's panels off (see its README).
 # As root (a container), Jupyter wants --allow-root.
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config $(BIN)/jupyter lab --ServerApp.root_dir=lessons $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# The student versions of the lessons (solutions replaced by a stub, by nbgrader's own preprocessors)
+# into student/, which git ignores. `paykit lessons student --check` also runs them.
+student: setup
+	$(BIN)/paykit lessons student --out student
 
 clean:
-	rm -rf $(VENV) .paykit
+	rm -rf $(VENV) .paykit student

@@ -214,12 +214,14 @@ def cmd_pki_export(args) -> int:
 TOOLS = {
     "chaos": "the Jepsen-style fault test: payers, kills, pauses, then invariant checks",
     "bench": "payments/s and latency against the gRPC floor",
+    "lessons": "the lessons: `paykit lessons student` writes the student versions (nbgrader)",
 }
+TOOL_MODULES = {"lessons": "student"}  # a tool whose module is not named after it
 
 
 def _tool(name: str):
     def run(args) -> int:
-        module = importlib.import_module(f"paykit.lab.{name}")
+        module = importlib.import_module(f"paykit.lab.{TOOL_MODULES.get(name, name)}")
         return module.main(args.argv)
 
     return run
@@ -370,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start a cluster on free ports, run a scripted tour, stop, exit 0"
     )
     p.set_defaults(func=cmd_demo)
-    # Tools with their own option parsers: `paykit chaos --help`, `paykit bench --help`.
+    # Tools with their own option parsers: `paykit chaos --help`, `paykit lessons student --help`.
     for name, text in TOOLS.items():
         sub.add_parser(name, help=text)
     _add_pki(sub)

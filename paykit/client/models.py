@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import html
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from paykit.core.errors import InvalidAmount
-from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, parse_amount
+from paykit.core.money import (
+    OPENING_BALANCE_MAX_MINOR,
+    check_amount_minor,
+    format_minor,
+    parse_amount,
+)
 from paykit.core.twopc import PaymentStatus
 from paykit.v1 import payment_pb2 as pb
 
@@ -24,6 +31,30 @@ QUEUED_BEHIND = "behind"  # earlier queued payments go first (FIFO)
 QUEUED_SIGNED_OUT = "signed_out"  # the gateway refused the token: sent after the next auth
 
 
+# Colours of a status in a notebook view (green, red, amber); anything else stays black.
+STATUS_COLOURS = {
+    PaymentStatus.SUCCEEDED: "#1a7f37",
+    PaymentStatus.FAILED: "#b00020",
+    QUEUED: "#8a6d00",
+    PaymentStatus.PENDING: "#8a6d00",
+}
+
+
+def html_view(title: str, fields: Mapping[str, object]) -> str:
+    """A notebook view of one object: its title over a two-column table of its fields, escaped.
+
+    What `_repr_html_` returns for the client's objects, so a notebook shows a small table
+    instead of a dataclass repr; paykit.lab.table() shows many of them as one DataFrame."""
+    rows = []
+    for name, value in fields.items():
+        text = html.escape(str(value))
+        colour = STATUS_COLOURS.get(value) if name in ("status", "state") else None
+        if colour:
+            text = f'<b style="color:{colour}">{text}</b>'
+        rows.append(f'<tr><th style="text-align:left">{html.escape(name)}</th><td>{text}</td></tr>')
+    return f"<table><caption>{html.escape(title)}</caption>{''.join(rows)}</table>"
+
+
 @dataclass(frozen=True)
 class Balance:
     bank: str
@@ -31,6 +62,19 @@ class Balance:
     balance_minor: int
     held_minor: int
     available_minor: int
+
+    def as_row(self) -> dict[str, object]:
+        """The fields a person reads, amounts as text (a notebook row)."""
+        return {
+            "bank": self.bank,
+            "account": self.account_id,
+            "balance": format_minor(self.balance_minor),
+            "held": format_minor(self.held_minor),
+            "available": format_minor(self.available_minor),
+        }
+
+    def _repr_html_(self) -> str:
+        return html_view("Balance", self.as_row())
 
 
 @dataclass(frozen=True)
@@ -60,6 +104,24 @@ class Payment:
     @property
     def queued(self) -> bool:
         return self.status == QUEUED
+
+    def as_row(self) -> dict[str, object]:
+        """The fields a person reads, amounts as text (a notebook row)."""
+        row: dict[str, object] = {
+            "payment": self.payment_id[:8] or "-",
+            "status": str(self.status),
+            "from": f"{self.from_bank}/{self.from_account}".strip("/"),
+            "to": f"{self.to_bank}/{self.to_account}",
+            "amount": format_minor(self.amount_minor),
+            "reason": self.failure_reason,
+            "settled": self.settled,
+        }
+        if self.queued:
+            row.update(outbox_id=self.outbox_id, queued_reason=self.queued_reason)
+        return row
+
+    def _repr_html_(self) -> str:
+        return html_view("Payment", self.as_row())
 
     @classmethod
     def from_pb(cls, p: pb.Payment) -> Payment:

@@ -22,9 +22,11 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from paykit.client.models import html_view
 from paykit.core.clock import now_ms
 from paykit.core.db import Database
 from paykit.core.errors import IdempotencyKeyReused, InvalidInput, OutboxBusy, OutboxFull
+from paykit.core.money import format_minor
 
 QUEUED, SENDING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -91,6 +93,22 @@ class Entry:
     @property
     def cancellable(self) -> bool:
         return self.state == QUEUED and not self.maybe_sent
+
+    def as_row(self) -> dict[str, object]:
+        """The fields a person reads, amounts as text (a notebook row)."""
+        return {
+            "outbox_id": self.short_id,
+            "state": self.state,
+            "to": f"{self.to_bank}/{self.to_account}",
+            "amount": format_minor(self.amount_minor),
+            "attempts": self.attempts,
+            "maybe_sent": self.maybe_sent,
+            "last_reason": self.last_reason,
+            "payment": self.payment_id[:8],
+        }
+
+    def _repr_html_(self) -> str:
+        return html_view("Outbox entry", self.as_row())
 
 
 @dataclass(frozen=True)

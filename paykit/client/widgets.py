@@ -1,5 +1,5 @@
 """PaymentForm: an ipywidgets payment form (bank, recipient, amount, Pay) bound to a PaymentClient
-(lesson 8)."""
+(lesson 12)."""
 
 from __future__ import annotations
 

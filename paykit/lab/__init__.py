@@ -9,7 +9,11 @@ does not import pandas or matplotlib until a name that needs them is used.
     read_logs, rpc_calls, twopc_events, ...            every process's log as a DataFrame
     charts                                             matplotlib charts of those logs
     run_chaos, FAILPOINTS                              faults on purpose
-    check_answer, wait_until, books, ...               small lesson helpers (paykit.lab.lessons)
+    check_answer, check_hashed, wait_until, books, ...  small lesson helpers (paykit.lab.lessons)
+    sequence_diagram, sequence_steps                   one payment drawn from the logs
+    table, Progress                                    what a lesson shows (paykit.lab.display)
+    race_payments, race_debits, check_debit, ...       the racing-payments lesson
+    HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
     PaymentForm                                        the ipywidgets payment form
 """
 
@@ -34,6 +38,19 @@ _EXPORTS: dict[str, str] = {
     "charts": "paykit.lab.charts",
     "FAILPOINTS": "paykit.core.failpoints",
     "PaymentForm": "paykit.client.widgets",
+    "sequence_diagram": "paykit.lab.diagram",
+    "sequence_steps": "paykit.lab.diagram",
+    "table": "paykit.lab.display",
+    "Progress": "paykit.lab.display",
+    "race_payments": "paykit.lab.race",
+    "race_debits": "paykit.lab.race",
+    "race_table": "paykit.lab.race",
+    "naive_debit": "paykit.lab.race",
+    "check_debit": "paykit.lab.race",
+    "HoldWatch": "paykit.lab.blocking",
+    "blocking_window_s": "paykit.lab.blocking",
+    "gateway_down_s": "paykit.lab.blocking",
+    "crash_coordinator": "paykit.lab.blocking",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",
@@ -42,15 +59,20 @@ _EXPORTS: dict[str, str] = {
         name: "paykit.lab.lessons"
         for name in (
             "accepted_with_certificate",
+            "answer_digest",
+            "ask_decision",
             "books",
             "check_answer",
+            "check_hashed",
+            "in_background",
             "in_doubt",
             "make_traffic",
             "pay_concurrently",
-            "payment_story",
+            "payment_id_of",
             "pid_alive",
             "refused_with_stranger_certificate",
             "refused_without_certificate",
+            "second_copy",
             "servers",
             "servers_running_under",
             "wait_recovered",

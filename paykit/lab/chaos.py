@@ -16,6 +16,7 @@ verifies the books against what clients were told. The report carries per-second
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import random
 import sys
@@ -148,6 +149,25 @@ class ChaosReport:
     def sample_rows(self) -> list[dict]:
         """The time series as dicts (pandas.DataFrame(report.sample_rows()))."""
         return [asdict(s) for s in self.samples]
+
+    def _repr_html_(self) -> str:
+        """A notebook view: the run in one line, faults per server, outcomes, the invariants."""
+        c, o, r = self.config, self.outcomes(), self.resolutions()
+        faults = "".join(
+            f"<tr><td>{html.escape(t)}</td><td>"
+            + html.escape(", ".join(f"{k} {n}" for k, n in sorted(cnt.items())))
+            + "</td></tr>"
+            for t, cnt in sorted(self.faults_per_target().items())
+        )
+        verdict = "PASS" if self.ok else "FAIL"
+        return (
+            f"<p><b>Chaos run, seed {c.seed}: {verdict}</b> ({self.elapsed_s:.1f} s, {c.banks} "
+            f"banks, {c.accounts} accounts, {c.payers} payers)</p>"
+            f"<table><caption>Faults ({len(self.faults)})</caption>{faults}</table>"
+            f"<p>{len(self.intents)} payments: {o[SUCCEEDED]} succeeded, {o[FAILED]} failed, "
+            f"{o[UNCERTAIN]} uncertain (resolved by key: {r[SUCCEEDED]} succeeded, "
+            f"{r[FAILED]} failed, {r['unresolved']} unresolved)</p>" + self.invariants._repr_html_()
+        )
 
     def summary(self) -> str:
         c = self.config

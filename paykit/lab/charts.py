@@ -99,7 +99,7 @@ def twopc_outcomes(df: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 def dashboard(df: pd.DataFrame) -> Figure:
-    """The four charts of lesson 7 on one figure."""
+    """The four charts of lesson 11 on one figure."""
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     latency_by_method(df, axes[0][0])
     codes_over_time(df, axes[0][1])
@@ -110,8 +110,8 @@ def dashboard(df: pd.DataFrame) -> Figure:
 
 
 def chaos_timeline(report) -> Figure:
-    """Lesson 9: money (balances + in flight, against the money opened) and payments per second of a
-    paykit.chaos report, with the seconds when some server was down shaded."""
+    """Lesson 15: money (balances + in flight, against the money opened) and payments per second
+    of a paykit.chaos report, with the seconds when some server was down shaded."""
     s = pd.DataFrame(report.sample_rows())
     s["money_minor"] = s["total_minor"] + s["in_flight_minor"]
     rate = s["completed"].diff() / s["t_s"].diff()
@@ -139,3 +139,36 @@ def chaos_timeline(report) -> Figure:
                 ax.axvspan(t - 0.5, t + 0.5, color="tab:red", alpha=0.1, linewidth=0)
     fig.tight_layout()
     return fig
+
+
+def blocking_window(samples: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """The coordinator-crash lesson: money each bank held, and its prepared legs, over time
+    (paykit.lab.HoldWatch's samples), with the seconds the gateway was down shaded."""
+    from paykit.lab.blocking import blocking_window_s, down_spans, gateway_down_s
+
+    ax = _axes(ax)
+    banks = [c.removesuffix("_held_minor") for c in samples.columns if c.endswith("_held_minor")]
+    for bank in banks:
+        held = samples[f"{bank}_held_minor"].astype("float64") / 100
+        ax.step(samples["t_s"], held, where="post", label=f"{bank}: money held")
+    legs = ax.twinx()
+    for bank in banks:
+        prepared = samples[f"{bank}_prepared"].astype("float64")
+        legs.step(samples["t_s"], prepared, where="post", linestyle=":", label=f"{bank}: legs")
+    legs.set_ylabel("prepared legs (in doubt)")
+    legs.set_ylim(0, max(2.5, float(legs.get_ylim()[1])))
+    for start_s, end_s in down_spans(samples):
+        ax.axvspan(start_s, end_s, color="tab:red", alpha=0.12, linewidth=0)
+    ax.set_title(
+        f"Blocking window {blocking_window_s(samples):.1f} s "
+        f"(gateway down {gateway_down_s(samples):.1f} s, shaded)"
+    )
+    ax.set_xlabel("time since the watch started (s)")
+    ax.set_ylabel("money held (major units)")
+    lines, labels = ax.get_legend_handles_labels()
+    more, more_labels = legs.get_legend_handles_labels()
+    ax.legend(
+        lines + more, labels + more_labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2
+    )
+    ax.set_ylim(bottom=-0.05 * max(1.0, float(ax.get_ylim()[1])), top=ax.get_ylim()[1] * 1.15)
+    return ax

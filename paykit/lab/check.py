@@ -16,6 +16,7 @@ No import of grpc: this reads SQLite files only, so it works on a stopped cluste
 
 from __future__ import annotations
 
+import html
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping
@@ -109,6 +110,21 @@ class Report:
 
     def assert_ok(self) -> None:
         assert self.ok, f"invariants violated:\n{self}"
+
+    def _repr_html_(self) -> str:
+        """A notebook view: one row per invariant, a tick or a red cross, and its figure."""
+        rows = "".join(
+            f'<tr style="color:{"inherit" if ok else "#b00020"}"><td>{"✓" if ok else "✗"}</td>'
+            f'<td style="text-align:left">{html.escape(name)}</td>'
+            f'<td style="text-align:left">{html.escape(figure)}</td></tr>'
+            for name, (ok, figure) in self.results.items()
+        )
+        verdict = (
+            "every invariant holds"
+            if self.ok
+            else f"violated: {', '.join(self.violations) or 'no checks ran'}"
+        )
+        return f"<table><caption>Invariants: {html.escape(verdict)}</caption>{rows}</table>"
 
 
 def total_money(cluster) -> int:

@@ -1,7 +1,7 @@
 """The payment form in a real browser: JupyterLab on a copy of lessons/, headless Chromium driven
 by Playwright.
 
-Opens lesson 8, runs it up to the form, fills the form, clicks Pay and waits for the success
+Opens lesson 12, runs it up to the form, fills the form, clicks Pay and waits for the success
 message.
 Needs the Debian package `chromium` (/usr/bin/chromium) and the `playwright` Python package (no
 `playwright install`: the system browser is used). Without them the test is skipped, saying why.
@@ -37,7 +37,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 LESSONS = Path(__file__).resolve().parents[2] / "lessons"
-LESSON = "08_payment_form.ipynb"
+LESSON = "12_payment_form.ipynb"
+JUPYTER_CONFIG = Path(__file__).resolve().parents[2] / "jupyter-config"  # what `make lab` uses
 LAB_READY_S = 60.0
 UI_TIMEOUT_MS = 120_000  # first load of JupyterLab, a kernel and a cluster on 2 busy cores
 
@@ -79,7 +80,11 @@ def lab(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd=root,
-        env={**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config")},
+        env={
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+            "JUPYTER_CONFIG_PATH": str(JUPYTER_CONFIG),
+        },
     )
     base = f"http://127.0.0.1:{port}"
 

@@ -1,5 +1,6 @@
-"""The lessons are committed clean (no outputs, no execution counts, no machine paths) and keep
-their shape."""
+"""The lessons are committed clean (no outputs, no execution counts, no machine paths), keep their
+shape (a reading, an experiment, exercises with graded checks, a stopped cluster at the end), link
+only to files that exist, and are all on the course map (lessons/README.md)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,40 @@ from pathlib import Path
 import nbformat
 import pytest
 
-LESSONS = Path(__file__).resolve().parents[2] / "lessons"
+from paykit.lab.student import format_problems, graded_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+LESSONS = ROOT / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
 # Absolute paths of a machine (a home folder, a temp folder, this checkout) must not leak into a
 # lesson.
 MACHINE_PATH = re.compile(r"(/home/|/Users/|/tmp/|/work/|/root/|[A-Z]:\\\\)")
 CELL_LINES_MAX = 16  # cells stay short: the logic lives in paykit
+READING_WORDS_MIN = 800  # a chapter, not a caption (the lessons had 130-300 words before)
+MAP_ROW = re.compile(r"^\| (\d+) \| (.+?) \| .+? \| (.+?) \| (\d+) \|$", re.M)
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
-def test_the_nine_lessons_are_there():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 10)]
+def course_map() -> dict[int, tuple[str, str, int]]:
+    """Lesson number -> (its cell in the map, prerequisites, minutes)."""
+    text = (LESSONS / "README.md").read_text()
+    return {
+        int(n): (cell, before, int(minutes)) for n, cell, before, minutes in MAP_ROW.findall(text)
+    }
+
+
+def test_the_course_map_lists_fifteen_lessons_and_every_notebook():
+    lessons = course_map()
+    assert sorted(lessons) == list(range(1, 16))
+    written = {int(p.name[:2]): p.name for p in NOTEBOOKS}
+    for number, (cell, before, minutes) in lessons.items():
+        if number in written:
+            assert f"]({written[number]})" in cell, f"the map does not link {written[number]}"
+        else:
+            assert "(coming)" in cell, f"lesson {number} has no notebook and is not marked coming"
+        assert 10 <= minutes <= 60 and (before == "-" or re.fullmatch(r"[\d, ]+", before))
+        assert all(int(b) < number for b in re.findall(r"\d+", before)), "prerequisites come first"
+    assert len(written) == 11 and set(written) <= set(lessons)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -43,15 +68,33 @@ def test_no_machine_paths(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_lesson_shape(path):
-    """Opens with what you will learn, short cells, an exercise with a check, ends by stopping the
-    cluster."""
+    """Opens with what you will learn, reads like a chapter, short cells, an experiment, graded
+    exercises in nbgrader's format, ends by stopping what it started."""
     nb = nbformat.read(path, as_version=4)
     first, code = nb.cells[0], [c for c in nb.cells if c.cell_type == "code"]
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert first.cell_type == "markdown" and "You will learn" in first.source
+    assert len(markdown.split()) >= READING_WORDS_MIN, f"{path.name}: the reading is too short"
+    assert "How real systems do it" in markdown or "how real systems" in markdown.lower()
     assert max(len(c.source.splitlines()) for c in code) <= CELL_LINES_MAX
-    assert any("## Exercise" in c.source for c in nb.cells if c.cell_type == "markdown")
-    assert any("check_answer(" in c.source for c in code)
+    assert "## Exercise" in markdown and "Experiment" in markdown
+    assert format_problems(nb) == [], format_problems(nb)
+    assert len(graded_cells(nb)) >= 1
     ends = code[-1].source
     assert ".stop()" in ends or "servers_running_under(" in ends, (
         f"{path.name} must end by stopping what it started"
     )
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, LESSONS / "README.md"], ids=lambda p: p.name)
+def test_links_point_at_files_that_exist(path):
+    text = (
+        path.read_text()
+        if path.suffix == ".md"
+        else "\n".join(
+            c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"
+        )
+    )
+    local = [t for t in LINK.findall(text) if "://" not in t]
+    missing = [t for t in local if not (path.parent / t).exists()]
+    assert not missing, f"{path.name} links to missing files: {missing}"
