@@ -20,8 +20,9 @@ demo: setup
 
 # The tests, then every lesson run top to bottom by nbval (--nbval-lax: the lessons' own asserts decide;
 # --nbval-current-env: the kernel is this venv's Python, whatever kernels the machine has).
+# Two to four workers (pytest-xdist), a file per worker at a time: most tests wait on servers.
 test: setup
-	$(BIN)/python -m pytest tests lessons --nbval-lax --nbval-current-env
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile tests lessons --nbval-lax --nbval-current-env
 
 lint: setup
 	$(BIN)/ruff check paykit tests

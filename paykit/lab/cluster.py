@@ -306,10 +306,22 @@ class LocalCluster:
         return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator]
 
     def restart(self, name: str) -> None:
-        """Starts `name` (stopping it first if it runs) and waits until it is ready."""
+        """Starts `name` (stopping it first if it runs) and waits until it is ready, on the port
+        it had. With relays, if another process took that port meanwhile (a killed server's
+        port is free for anyone), it starts on a new one: callers dial its relay, not the port."""
         proc = self._proc(name)
         if proc.running:
             self.stop_server(name)
+        try:
+            self._start(proc)
+        except Unavailable as exc:
+            if not (self.relays and proc.port and "port in use" in str(exc)):
+                raise
+            proc.port = 0
+            self._start(proc)
+
+    def _start(self, proc: Proc) -> None:
+        name = proc.name
         proc.data_dir.mkdir(parents=True, exist_ok=True)
         out_path = proc.data_dir / f"{name}.out"
         out_path.write_text("")

@@ -450,3 +450,25 @@ def test_a_caller_giving_up_on_a_blackholed_connection_is_let_go(relays, echo):
     while relays.states()[0].connections and time.monotonic() < wait_s:
         time.sleep(0.01)
     assert relays.states()[0].connections == 0
+
+
+def test_a_server_whose_port_was_taken_while_it_was_down_restarts_behind_its_relay(make_cluster):
+    # A killed server's port is free for any process; with relays the cluster starts it on a new
+    # port when its old one is taken, and callers, who dial the relay, notice nothing.
+    cluster = make_cluster()
+    ada = cluster.client()
+    ada.register("ada", "password123", "ada-acct", "100", "BankA")
+    ada.authenticate("ada", "password123")
+    old_port = cluster.procs["BankB"].port
+    cluster.kill("BankB")
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", old_port))
+    squatter.listen()
+    try:
+        cluster.restart("BankB")
+        assert cluster.procs["BankB"].port not in (0, old_port)
+        assert ada.pay("BankB", "recipient123", "5").succeeded
+    finally:
+        squatter.close()
+        ada.close()
