@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from paykit.core import config
-from paykit.core.errors import PaykitError
+from paykit.core.errors import PaykitError, Unavailable
 
 EPILOG = "Run state (databases, logs, the dev PKI) goes to $PAYKIT_HOME, else ./.paykit."
 
@@ -60,6 +60,12 @@ def _bank_pair(text: str) -> tuple[str, str]:
     return name, address
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a port (0-65535)")
+    return int(text)
+
+
 def _address(text: str) -> str:
     host, colon, port = text.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -67,10 +73,25 @@ def _address(text: str) -> str:
     return text
 
 
+def _seed_csv(args) -> Path | None:
+    """The bank's seed file: --seed, else the one paykit ships; a missing file is an error."""
+    if args.no_seed:
+        return None
+    from paykit import packaged
+
+    path = Path(args.seed) if args.seed else packaged.seed_csv()
+    if not path.is_file():
+        raise PaykitError(
+            f"seed file {str(path)[:200]} not found; give another with --seed, or --no-seed"
+        )
+    return path
+
+
 def cmd_bank(args) -> int:
     from paykit.bank import server as bank
     from paykit.rpc import pki
 
+    seed_csv = _seed_csv(args)
     tls = pki.load_identity(
         _pki_dir(args), pki.bank_cn(args.name), sans=tuple(args.san), issue=True
     )
@@ -81,7 +102,7 @@ def cmd_bank(args) -> int:
             port=args.port,
             data_dir=_data_dir(args, args.name),
             tls=tls,
-            seed_csv=Path(args.seed) if args.seed else None,
+            seed_csv=seed_csv,
             coordinator=args.coordinator or "",
             failpoints=args.failpoints,
         ),
@@ -145,10 +166,55 @@ def cmd_client(args) -> int:
     return 0
 
 
+# `paykit up`'s servers and the flag that sets each one's port.
+UP_PORT_FLAGS = {"BankA": "--bank-a-port", "BankB": "--bank-b-port", "gateway": "--gateway-port"}
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether something listens on host:port (SO_REUSEADDR, as the servers bind: a port with
+    only closing connections on it is free)."""
+    import socket
+
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _up_port_line(name: str, host: str, port: int) -> str:
+    flag = UP_PORT_FLAGS[name]
+    return (
+        f"paykit up: {name} cannot listen on {host}:{port}: the port is taken (another program, "
+        f"or a paykit up already running); choose another with {flag} PORT (0: any free port)"
+    )
+
+
+def _up_start_failed(exc: Exception, host: str, ports: dict[str, int]) -> None:
+    """One line for the server that failed to start (never its whole log)."""
+    text = str(exc)
+    name = next((n for n in UP_PORT_FLAGS if text.startswith(n)), None)
+    if name and "port in use" in text:
+        print(_up_port_line(name, host, ports[name]), file=sys.stderr)
+        return
+    lines = [line for line in text.splitlines() if line.strip()]
+    why = f" ({lines[-1].strip()[:200]})" if len(lines) > 1 else ""
+    print(f"paykit up: {lines[0][:200] if lines else 'a server failed'}{why}", file=sys.stderr)
+
+
 def cmd_up(args) -> int:
     from paykit.lab.cluster import LocalCluster
 
-    ports = {**config.DEFAULT_BANK_PORTS, "gateway": config.DEFAULT_GATEWAY_PORT}
+    ports = {"BankA": args.bank_a_port, "BankB": args.bank_b_port, "gateway": args.gateway_port}
+    taken = [name for name, port in ports.items() if _port_taken(args.host, port)]
+    for name in taken:
+        print(_up_port_line(name, args.host, ports[name]), file=sys.stderr)
+    if taken:
+        return 1
     # No relays: nothing here pulls the network, and other hosts dial the servers' own ports.
     cluster = LocalCluster(
         tuple(config.DEFAULT_BANK_PORTS),
@@ -159,6 +225,12 @@ def cmd_up(args) -> int:
         host=args.host,
         relays=False,
     )
+    try:
+        cluster.start()
+    except Unavailable as exc:  # a port taken since the check above, or a server that failed
+        cluster.stop()
+        _up_start_failed(exc, args.host, ports)
+        return 1
     with cluster:
         for row in cluster.status():
             print(
@@ -166,7 +238,8 @@ def cmd_up(args) -> int:
                 f"{args.host}:{row['port']}"
             )
         print(f"[paykit] data and logs in {cluster.data_dir}; PKI in {cluster.pki_dir}")
-        print(f"[paykit] in another terminal: paykit client --gateway 127.0.0.1:{ports['gateway']}")
+        gateway_port = cluster.procs["gateway"].port
+        print(f"[paykit] in another terminal: paykit client --gateway 127.0.0.1:{gateway_port}")
         print("[paykit] Ctrl+C stops all three.", flush=True)
         try:
             while all(r["state"] != "stopped" for r in cluster.status()):
@@ -214,9 +287,10 @@ def cmd_pki_export(args) -> int:
 TOOLS = {
     "chaos": "the Jepsen-style fault test: payers, kills, pauses, then invariant checks",
     "bench": "payments/s and latency against the gRPC floor",
-    "lessons": "the lessons: `paykit lessons student` writes the student versions (nbgrader)",
+    "lessons": "the lessons: `paykit lessons copy DIR` or `open [DIR]` (JupyterLab); "
+    "`student` writes the student versions (nbgrader)",
 }
-TOOL_MODULES = {"lessons": "student"}  # a tool whose module is not named after it
+TOOL_MODULES = {"lessons": "handout"}  # a tool whose module is not named after it
 
 
 def _tool(name: str):
@@ -233,6 +307,15 @@ def _add_up(sub) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S)
+    defaults = {**config.DEFAULT_BANK_PORTS, "gateway": config.DEFAULT_GATEWAY_PORT}
+    for name, flag in UP_PORT_FLAGS.items():
+        p.add_argument(
+            flag,
+            type=_port,
+            default=defaults[name],
+            metavar="PORT",
+            help=f"{name}'s port (default {defaults[name]}; 0: any free port)",
+        )
     p.set_defaults(func=cmd_up)
 
 
@@ -242,8 +325,10 @@ def _add_bank(sub) -> None:
     _server_args(p, 50051)
     p.add_argument(
         "--seed",
-        help="CSV of bank,account_id,opening_balance; this bank's rows are opened at start",
+        help="CSV of bank,account_id,opening_balance; this bank's rows are opened at start "
+        "(default: the seed accounts paykit ships, e.g. BankB's recipient123)",
     )
+    p.add_argument("--no-seed", action="store_true", help="open no seed accounts")
     p.add_argument(
         "--coordinator",
         type=_address,

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Tests leave nothing behind: a run that leaves paykit-* temp folders fails (tests/leftovers.py).
+from leftovers import pytest_configure, pytest_sessionfinish  # noqa: F401
+
 from paykit import LocalCluster, PaymentClient
 from paykit.client.session import GatewaySession
 from paykit.lab.check import read_bank

@@ -19,10 +19,12 @@ import argparse
 import html
 import os
 import random
+import shutil
 import sys
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -505,12 +507,21 @@ def run_chaos(
         seed_csv=None,
         relays=any(kind in NETWORK_FAULTS for kind in cfg.faults),
         relay_seed=cfg.seed,
+        keep=True,  # the report reads the databases and logs after the run
     )
-    cluster.start()
     try:
-        return _run(_Run(cfg, cluster, progress))
-    finally:
-        cluster.stop()
+        cluster.start()
+        try:
+            report = _run(_Run(cfg, cluster, progress))
+        finally:
+            cluster.stop()
+    except BaseException:
+        if cfg.data_dir is None:
+            shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        raise
+    if cfg.data_dir is None:  # a temporary folder: it lives as long as the report does
+        weakref.finalize(report, shutil.rmtree, cluster.data_dir, True)
+    return report
 
 
 def _run(run: _Run) -> ChaosReport:
@@ -694,4 +705,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paykit chaos: error: {err}", file=sys.stderr)
         return 2
     print(report.summary(), flush=True)
+    if args.data_dir is None:
+        print("[chaos] that data folder is removed on exit; --data-dir DIR keeps the data")
     return 0 if report.ok else 1

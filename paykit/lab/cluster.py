@@ -16,6 +16,8 @@ Network (a fault relay on every link, see paykit.lab.relay and docs/network.md):
     delay(a, b, ms=200)   every byte waits (jitter_ms= for a spread)
     heal() / heal(a, b)   everything passes again
 LocalCluster(relays=False) has no relays (the servers dial each other directly).
+A cluster that made its own temporary folder (no data_dir=) removes it on stop(), so a stopped
+cluster started again starts empty; LocalCluster(keep=True) keeps it (the caller says where).
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
 """
@@ -26,6 +28,7 @@ import atexit
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +45,7 @@ from paykit.core import failpoints as fp
 from paykit.core.config import PREPARE_TIMEOUT_S
 from paykit.core.errors import InvalidInput, Unavailable
 from paykit.lab.relay import BOTH, LinkState, Relays
+from paykit.packaged import seed_csv as packaged_seed_csv
 from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, init_pki, role_folder
 
 READY_TIMEOUT_S = 30.0
@@ -51,7 +55,8 @@ CLIENT = "client"  # the callers of cluster.client() and cluster.session(), on t
 CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per cluster.client()
 # shared by all clusters of this process, so no two clients share a file
 _client_numbers = itertools.count(1)
-DEFAULT_SEED_CSV = Path(__file__).resolve().parents[2] / "data" / "accounts.csv"
+DEFAULT_SEED_CSV = packaged_seed_csv()  # package data, so an installed wheel has it too
+TEMP_PREFIX = "paykit-cluster-"
 _live: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
 
@@ -90,17 +95,24 @@ class LocalCluster:
         batching: bool = True,
         relays: bool = True,
         relay_seed: int | None = None,
+        keep: bool = False,
     ) -> None:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
-        self.data_dir = (
-            Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
-        )
+        if seed_csv is not None and not Path(seed_csv).is_file():
+            raise InvalidInput(
+                f"seed file {str(seed_csv)[:200]} not found; pass seed_csv=None for no seed "
+                "accounts"
+            )
+        # A folder the cluster makes is its own: removed on stop() unless keep=True. A data_dir
+        # the caller gives is theirs and always stays.
+        self.removes_data_dir = not data_dir and not keep
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         self.pki_dir = Path(pki_dir) if pki_dir else self.data_dir / "pki"
         self.bank_names = tuple(banks)
         self.prepare_timeout_s = prepare_timeout_s
         self.failpoints = failpoints
-        self.seed_csv = seed_csv if seed_csv and Path(seed_csv).exists() else None
+        self.seed_csv = Path(seed_csv) if seed_csv else None
         # The gateway sends a bank's legs in batches (False: one unary call per leg).
         self.gateway_args = ("--batching", "on" if batching else "off", *gateway_args)
         self.host = host
@@ -133,6 +145,8 @@ class LocalCluster:
             self._relays.close()
             self._relays = None
         _live.discard(self)
+        if self.removes_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __repr__(self) -> str:
         states = ", ".join(f"{r['name']} {r['state']}" for r in self.status())
@@ -300,7 +314,7 @@ class LocalCluster:
                 str(self.prepare_timeout_s),
                 *self.gateway_args,
             ]
-        seed = ["--seed", str(self.seed_csv)] if self.seed_csv else []
+        seed = ["--seed", str(self.seed_csv)] if self.seed_csv else ["--no-seed"]
         # Each bank asks for decisions through its own link, so that one link can be cut alone.
         coordinator = ["--coordinator", self._dial(proc.name, GATEWAY)] if self.relays else []
         return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator]
@@ -325,7 +339,10 @@ class LocalCluster:
         proc.data_dir.mkdir(parents=True, exist_ok=True)
         out_path = proc.data_dir / f"{name}.out"
         out_path.write_text("")
-        with open(out_path, "ab") as out, open(proc.data_dir / f"{name}.stderr", "ab") as err:
+        err_path = proc.data_dir / f"{name}.stderr"
+        # stderr is kept across starts; a failed start reports only what this start wrote.
+        err_from = err_path.stat().st_size if err_path.exists() else 0
+        with open(out_path, "ab") as out, open(err_path, "ab") as err:
             proc.popen = subprocess.Popen(
                 self._command(proc),
                 stdin=subprocess.PIPE,
@@ -335,16 +352,18 @@ class LocalCluster:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         proc.paused = False
-        proc.port = self._wait_ready(proc, out_path)
+        proc.port = self._wait_ready(proc, out_path, err_from)
 
-    def _wait_ready(self, proc: Proc, out_path: Path) -> int:
+    def _wait_ready(self, proc: Proc, out_path: Path, err_from: int = 0) -> int:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             for line in out_path.read_text().splitlines():
                 if line.startswith("{") and '"ready"' in line:
                     return int(json.loads(line)["port"])
             if proc.popen.poll() is not None:
-                err = (proc.data_dir / f"{proc.name}.stderr").read_text()[-2000:]
+                with open(proc.data_dir / f"{proc.name}.stderr", "rb") as f:
+                    f.seek(err_from)
+                    err = f.read().decode(errors="replace")[-2000:]
                 raise Unavailable(
                     f"{proc.name} exited with code {proc.popen.returncode} while starting:\n{err}"
                 )

@@ -60,7 +60,7 @@ def test_seed_session_piped_into_the_cli(cluster):
     assert result.returncode == 0, result.stderr
     assert_session(result.stdout)
     # The money moved at both banks: 1000 - 200 at BankA, 500 + 200 at BankB (seeded from
-    # data/accounts.csv).
+    # paykit/data/accounts.csv).
     from paykit.lab.check import read_bank
 
     assert read_bank("BankA", cluster.bank_db("BankA")).balances["bank123"] == 80000
