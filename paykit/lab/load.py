@@ -114,7 +114,7 @@ def drive(
                 reason = call()
             except Exception as exc:
                 # a failed call is a figure of the benchmark, not a crash of it
-                reason = getattr(exc, "reason", type(exc).__name__)
+                reason = _reason(exc)
             if reason:
                 errs[reason] += 1
             else:
@@ -188,6 +188,16 @@ def pay_calls(clients: list, accounts: list[tuple[str, str]], *, outbox: bool = 
         return call_outbox if outbox else call
 
     return [make(i) for i in range(len(clients))]
+
+
+def _reason(exc: Exception) -> str:
+    """A failed call's reason: paykit's own, else the gRPC status code, else the type's name."""
+    if hasattr(exc, "reason"):
+        return exc.reason
+    code = getattr(exc, "code", None)
+    if callable(code) and code() is not None:
+        return code().name
+    return type(exc).__name__
 
 
 def noop_calls(cluster, n: int) -> tuple[list, list]:
