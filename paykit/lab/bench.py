@@ -213,7 +213,8 @@ def _clusters(variants: dict[str, dict], root: Path, users: list) -> dict:
 def _measure_empty(clusters, users, payers, duration_s, out, outbox, result) -> None:
     figures = measure(clusters, users, payers, duration_s, out, outbox)
     for name, m in figures.items():
-        _report(m, payers, out, f"{name}: empty start" if name else "empty start")
+        title = f"{name}: empty start" if name else "empty start"
+        _report(m, payers, out, name if "preload_s" in result else title)
     if len(figures) == 1:
         result["empty"] = next(iter(figures.values()))
         return
