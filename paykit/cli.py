@@ -289,8 +289,10 @@ TOOLS = {
     "bench": "payments/s and latency against the gRPC floor",
     "lessons": "the lessons: `paykit lessons copy DIR` or `open [DIR]` (JupyterLab); "
     "`student` writes the student versions (nbgrader)",
+    "lab": "the labs: `paykit lab grade LAB module:Class` grades your code with the crash tests",
 }
-TOOL_MODULES = {"lessons": "handout"}  # a tool whose module is not named after it
+# tools whose module is not named after them
+TOOL_MODULES = {"lessons": "handout", "lab": "grading"}
 
 
 def _tool(name: str):
