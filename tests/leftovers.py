@@ -39,7 +39,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         text = f"this run left {len(left)} {PREFIX}* temp folders: {', '.join(left[:5])}"
         if reporter is not None:
-            reporter.write_line(f"FAILED (leftovers): {text}", red=True)
+            reporter.write_line(f"\nFAILED (leftovers): {text}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -111,4 +111,5 @@ def test_the_wheel_carries_its_data_and_license_metadata(installed):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert meta["License-Expression"] == "MIT" and meta["License-File"] == "LICENSE"
     assert "Typing :: Typed" in meta.get_all("Classifier")
+    assert 'matplotlib>=3.9; extra == "lessons"' in meta.get_all("Requires-Dist")  # tick_labels=
     assert not any(".ipynb_checkpoints" in n for n in names)
