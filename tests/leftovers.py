@@ -1,7 +1,8 @@
 """A pytest plugin: a run fails if it leaves paykit-* folders in the temp dir.
 
 The run gets a temp dir of its own (TMPDIR and tempfile.tempdir, inherited by every server,
-kernel and xdist worker it starts), so folders other runs on the machine make are not counted.
+kernel and xdist worker it starts), so folders other runs on the machine make are not counted;
+run state ($PAYKIT_HOME, e.g. a lesson's kept chaos data) goes there too, not into the checkout.
 At the end the controller lists the paykit-* folders left there, fails the run if there are
 any, and removes the run's temp dir. pytest's own tmp_path folders stay where they always were
 (PYTEST_DEBUG_TEMPROOT). tests/conftest.py loads it; tests/test_leftovers.py checks it.
@@ -26,6 +27,7 @@ def pytest_configure(config) -> None:
     run_tmp = tempfile.mkdtemp(prefix="pytest-run-")
     os.environ["TMPDIR"] = run_tmp
     tempfile.tempdir = run_tmp
+    os.environ["PAYKIT_HOME"] = os.path.join(run_tmp, "state")
     config.stash[RUN_TMP] = Path(run_tmp)
 
 

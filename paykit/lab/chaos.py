@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from paykit.client.session import GatewaySession
 from paykit.core.clock import Backoff, now_ms
+from paykit.core.config import state_dir
 from paykit.core.errors import PaykitError, Unavailable
 from paykit.lab.check import FAILED, SUCCEEDED, Report, check_invariants, money_sample, read_gateway
 from paykit.v1 import payment_pb2 as pb
@@ -501,27 +501,27 @@ def run_chaos(
     # one after the other (so "between the commits" exists); off, it sends both at once.
     cluster = LocalCluster(
         BANK_NAMES[: cfg.banks],
-        data_dir=cfg.data_dir,
+        data_dir=Path(cfg.data_dir) if cfg.data_dir else kept_data_dir(cfg),
         prepare_timeout_s=cfg.prepare_timeout_s,
         failpoints="failpoint" in cfg.faults,
         seed_csv=None,
         relays=any(kind in NETWORK_FAULTS for kind in cfg.faults),
         relay_seed=cfg.seed,
-        keep=True,  # the report reads the databases and logs after the run
     )
+    cluster.start()
     try:
-        cluster.start()
-        try:
-            report = _run(_Run(cfg, cluster, progress))
-        finally:
-            cluster.stop()
-    except BaseException:
-        if cfg.data_dir is None:
-            shutil.rmtree(cluster.data_dir, ignore_errors=True)
-        raise
-    if cfg.data_dir is None:  # a temporary folder: it lives as long as the report does
-        weakref.finalize(report, shutil.rmtree, cluster.data_dir, True)
-    return report
+        return _run(_Run(cfg, cluster, progress))
+    finally:
+        cluster.stop()
+
+
+def kept_data_dir(cfg: ChaosConfig) -> Path:
+    """Where a run keeps its databases and logs (the report reads them after the run) when no
+    data_dir is given: run state, like `paykit up`'s, in <state folder>/chaos/seed-N-faults, not
+    a temporary folder; a rerun of the same seed and faults replaces it."""
+    folder = state_dir() / "chaos" / f"seed-{cfg.seed}-{'-'.join(cfg.faults)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _run(run: _Run) -> ChaosReport:
@@ -669,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         type=Path,
-        help="where the cluster's databases and logs go (default: a temp folder)",
+        help="where the cluster's databases and logs go (default: <state folder>/chaos/"
+        "seed-N-FAULTS, replaced when the same seed and faults run again)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     return p
@@ -705,6 +706,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paykit chaos: error: {err}", file=sys.stderr)
         return 2
     print(report.summary(), flush=True)
-    if args.data_dir is None:
-        print("[chaos] that data folder is removed on exit; --data-dir DIR keeps the data")
     return 0 if report.ok else 1

@@ -1,14 +1,16 @@
 """A LocalCluster removes the temporary folder it made when it stops (keep=True keeps it); a
-folder the caller gave is never removed; a chaos run's folder lives as long as its report."""
+folder the caller gave is never removed; a chaos run (lesson 15 reads its data after the run)
+keeps its data in the state folder, where it says, not in the temp dir."""
 
 from __future__ import annotations
 
-import gc
 import shutil
+import tempfile
 
 import pytest
 
 from paykit import LocalCluster
+from paykit.core import config
 from paykit.core.errors import InvalidInput
 from paykit.lab import chaos
 
@@ -45,19 +47,23 @@ def test_a_missing_seed_file_is_an_error_and_makes_no_folder(tmp_path):
         LocalCluster(seed_csv=missing)
 
 
-def test_a_chaos_report_keeps_its_data_while_it_lives():
-    report = chaos.run_chaos(
-        seed=3,
-        duration_s=1.0,
-        faults=("kill",),
-        fault_every_s=0.5,
-        down_max_s=0.3,
-        payers=1,
-        accounts=2,
-        progress=None,
-    )
+def test_a_chaos_run_keeps_its_data_in_the_state_folder_not_in_temp():
+    def run():
+        return chaos.run_chaos(
+            seed=3,
+            duration_s=1.0,
+            faults=("kill",),
+            fault_every_s=0.5,
+            down_max_s=0.3,
+            payers=1,
+            accounts=2,
+            progress=None,
+        )
+
+    report = run()
     folder = report.data_dir
+    assert folder == config.state_dir() / "chaos" / "seed-3-kill", "kept where it says"
     assert (folder / "gateway" / "gateway.db").exists(), "the report reads its data after the run"
-    del report
-    gc.collect()
-    assert not folder.exists(), "the temporary folder goes with the report"
+    assert not folder.is_relative_to(tempfile.gettempdir())
+    (folder / "an-earlier-run").write_text("")
+    assert run().data_dir == folder and not (folder / "an-earlier-run").exists(), "replaced"
