@@ -231,7 +231,7 @@ def cmd_up(args) -> int:
         cluster.stop()
         _up_start_failed(exc, args.host, ports)
         return 1
-    with cluster:
+    try:
         for row in cluster.status():
             print(
                 f"[paykit] {row['name']:8} pid {row['pid']:<7} listening on "
@@ -250,6 +250,8 @@ def cmd_up(args) -> int:
             return 1
         except KeyboardInterrupt:
             print("\n[paykit] stopping...")
+    finally:
+        cluster.stop()
     print("[paykit] all stopped")
     return 0
 

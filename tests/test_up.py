@@ -68,6 +68,10 @@ def test_up_runs_on_the_ports_its_flags_give(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "all stopped" in out
+    for name in ("BankA", "BankB", "gateway"):  # each server started once, and stopped
+        log = (tmp_path / "home" / "data" / name / f"{name}.jsonl").read_text()
+        assert log.count('"event":"server.ready"') == 1, f"{name} started more than once"
+        assert log.count('"event":"server.stopped"') == 1
 
 
 def test_a_bad_port_flag_is_refused(tmp_path):
