@@ -92,10 +92,14 @@ def test_lessons_copy_from_the_installed_wheel(installed, tmp_path):
     assert copied == sorted([*lessons, "README.md"]), out.stdout
     for name in copied:
         assert (tmp_path / "course" / name).read_bytes() == (ROOT / "lessons" / name).read_bytes()
-    # ... with the Jupyter settings `paykit lessons open` gives JupyterLab
-    code = "from paykit import packaged; print(packaged.jupyter_config_dir())"
-    settings = run(str(python), "-c", code, cwd=tmp_path)
-    assert Path(settings.stdout.strip()).is_relative_to(python.parent.parent)
+    # ... with the Jupyter settings `paykit lessons open` gives JupyterLab; and the student
+    # versions' tool (teachers) finds the packaged lessons too
+    code = (
+        "from paykit import packaged; from paykit.lab import student; "
+        "print(packaged.jupyter_config_dir()); print(student.LESSONS_DIR)"
+    )
+    found = run(str(python), "-c", code, cwd=tmp_path).stdout.split()
+    assert all(Path(p).is_relative_to(python.parent.parent) for p in found), found
 
 
 def test_the_wheel_carries_its_data_and_license_metadata(installed):

@@ -26,7 +26,12 @@ from pathlib import Path
 
 import nbformat
 
-LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
+from paykit import packaged
+
+try:  # the checkout's lessons/, or the copy an installed wheel carries (paykit.packaged)
+    LESSONS_DIR = packaged.lessons_dir()
+except FileNotFoundError:
+    LESSONS_DIR = Path("lessons")
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"
 # nbgrader's default stub also raises NotImplementedError, which would make the answer cell fail
 # too; the line before the solution already sets the answer to None, which the check explains.
