@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from paykit.core import config
-from paykit.core.errors import PaykitError, Unavailable
+from paykit.core.errors import PaykitError
 
 EPILOG = "Run state (databases, logs, the dev PKI) goes to $PAYKIT_HOME, else ./.paykit."
 
@@ -207,6 +207,7 @@ def _up_start_failed(exc: Exception, host: str, ports: dict[str, int]) -> None:
 
 
 def cmd_up(args) -> int:
+    from paykit.core.errors import Unavailable
     from paykit.lab.cluster import LocalCluster
 
     ports = {"BankA": args.bank_a_port, "BankB": args.bank_b_port, "gateway": args.gateway_port}
@@ -311,6 +312,11 @@ def _add_up(sub) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S)
+    p.set_defaults(func=cmd_up)
+    _add_up_ports(p)
+
+
+def _add_up_ports(p: argparse.ArgumentParser) -> None:
     defaults = {**config.DEFAULT_BANK_PORTS, "gateway": config.DEFAULT_GATEWAY_PORT}
     for name, flag in UP_PORT_FLAGS.items():
         p.add_argument(
@@ -320,7 +326,6 @@ def _add_up(sub) -> None:
             metavar="PORT",
             help=f"{name}'s port (default {defaults[name]}; 0: any free port)",
         )
-    p.set_defaults(func=cmd_up)
 
 
 def _add_bank(sub) -> None:

@@ -23,6 +23,15 @@ def test_the_seed_accounts_are_package_data():
     assert {"bank": "BankB", "account_id": "recipient123", "opening_balance": "500.00"} in rows
 
 
+def test_the_packaged_proto_is_the_source():
+    # proto/ is the source; the package ships a copy next to its stubs (`make proto` makes it),
+    # so an installed paykit has the contract too (paykit.packaged.proto_file()).
+    assert packaged.proto_file() == ROOT / "paykit/v1/payment.proto"
+    assert (
+        packaged.proto_file().read_text() == (ROOT / "proto/paykit/v1/payment.proto").read_text()
+    ), "paykit/v1/payment.proto differs from proto/paykit/v1/payment.proto: run `make proto`"
+
+
 def test_the_lessons_and_their_jupyter_settings_are_found():
     assert (packaged.lessons_dir() / "01_tour.ipynb").is_file()
     assert (packaged.jupyter_config_dir() / "labconfig" / "page_config.json").is_file()

@@ -44,14 +44,3 @@ def test_every_amount_field_is_integer_minor_units():
                 assert field.type == FieldDescriptor.TYPE_INT64, (
                     f"{message.name}.{field.name} must be int64"
                 )
-
-
-def test_the_packaged_proto_is_the_source():
-    # proto/ is the source; the package ships a copy next to its stubs (`make proto` makes it),
-    # so an installed paykit has the contract too (paykit.packaged.proto_file()).
-    from paykit import packaged
-
-    assert packaged.proto_file() == ROOT / "paykit/v1/payment.proto"
-    assert (
-        packaged.proto_file().read_text() == (ROOT / "proto/paykit/v1/payment.proto").read_text()
-    ), "paykit/v1/payment.proto differs from proto/paykit/v1/payment.proto: run `make proto`"

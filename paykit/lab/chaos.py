@@ -31,7 +31,6 @@ from pathlib import Path
 
 from paykit.client.session import GatewaySession
 from paykit.core.clock import Backoff, now_ms
-from paykit.core.config import state_dir
 from paykit.core.errors import PaykitError, Unavailable
 from paykit.lab.check import FAILED, SUCCEEDED, Report, check_invariants, money_sample, read_gateway
 from paykit.v1 import payment_pb2 as pb
@@ -519,6 +518,8 @@ def kept_data_dir(cfg: ChaosConfig) -> Path:
     """Where a run keeps its databases and logs (the report reads them after the run) when no
     data_dir is given: run state, like `paykit up`'s, in <state folder>/chaos/seed-N-faults, not
     a temporary folder; a rerun of the same seed and faults replaces it."""
+    from paykit.core.config import state_dir
+
     folder = state_dir() / "chaos" / f"seed-{cfg.seed}-{'-'.join(cfg.faults)}"
     shutil.rmtree(folder, ignore_errors=True)
     return folder

@@ -39,13 +39,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
+from paykit import packaged
 from paykit.client.api import PaymentClient
 from paykit.client.session import GatewaySession
 from paykit.core import failpoints as fp
 from paykit.core.config import PREPARE_TIMEOUT_S
 from paykit.core.errors import InvalidInput, Unavailable
 from paykit.lab.relay import BOTH, LinkState, Relays
-from paykit.packaged import seed_csv as packaged_seed_csv
 from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, init_pki, role_folder
 
 READY_TIMEOUT_S = 30.0
@@ -55,7 +55,7 @@ CLIENT = "client"  # the callers of cluster.client() and cluster.session(), on t
 CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per cluster.client()
 # shared by all clusters of this process, so no two clients share a file
 _client_numbers = itertools.count(1)
-DEFAULT_SEED_CSV = packaged_seed_csv()  # package data, so an installed wheel has it too
+DEFAULT_SEED_CSV = packaged.seed_csv()  # package data, so an installed wheel has it too
 TEMP_PREFIX = "paykit-cluster-"
 _live: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 

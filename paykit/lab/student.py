@@ -26,12 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from paykit import packaged
-
-try:  # the checkout's lessons/, or the copy an installed wheel carries (paykit.packaged)
-    LESSONS_DIR = packaged.lessons_dir()
-except FileNotFoundError:
-    LESSONS_DIR = Path("lessons")
+LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"
 # nbgrader's default stub also raises NotImplementedError, which would make the answer cell fail
 # too; the line before the solution already sets the answer to None, which the check explains.
@@ -39,6 +34,13 @@ CODE_STUB = "# YOUR CODE HERE"
 HINT_MARK = "Hint:"  # what a failing check prints (paykit.lab.lessons.check_answer)
 CELL_TIMEOUT_S = 120
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+if not LESSONS_DIR.is_dir():  # an installed wheel carries its own copy (paykit.packaged)
+    from paykit import packaged
+
+    try:
+        LESSONS_DIR = packaged.lessons_dir()
+    except FileNotFoundError:
+        pass  # `paykit lessons student` says there are no lessons
 
 
 def _config():
