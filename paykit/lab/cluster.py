@@ -67,6 +67,7 @@ class Proc:
     data_dir: Path
     popen: subprocess.Popen | None = None
     paused: bool = False
+    err_from: int = 0  # where this start's lines begin in <name>.stderr (earlier runs' before)
 
     @property
     def running(self) -> bool:
@@ -85,6 +86,7 @@ class LocalCluster:
         banks: tuple[str, ...] = ("BankA", "BankB"),
         *,
         data_dir: Path | None = None,
+        keep: bool = False,
         ports: dict[str, int] | None = None,
         prepare_timeout_s: float = PREPARE_TIMEOUT_S,
         failpoints: bool = False,
@@ -95,7 +97,6 @@ class LocalCluster:
         batching: bool = True,
         relays: bool = True,
         relay_seed: int | None = None,
-        keep: bool = False,
     ) -> None:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
@@ -341,7 +342,7 @@ class LocalCluster:
         out_path.write_text("")
         err_path = proc.data_dir / f"{name}.stderr"
         # stderr is kept across starts; a failed start reports only what this start wrote.
-        err_from = err_path.stat().st_size if err_path.exists() else 0
+        proc.err_from = err_path.stat().st_size if err_path.exists() else 0
         with open(out_path, "ab") as out, open(err_path, "ab") as err:
             proc.popen = subprocess.Popen(
                 self._command(proc),
@@ -352,9 +353,9 @@ class LocalCluster:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         proc.paused = False
-        proc.port = self._wait_ready(proc, out_path, err_from)
+        proc.port = self._wait_ready(proc, out_path)
 
-    def _wait_ready(self, proc: Proc, out_path: Path, err_from: int = 0) -> int:
+    def _wait_ready(self, proc: Proc, out_path: Path) -> int:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             for line in out_path.read_text().splitlines():
@@ -362,7 +363,7 @@ class LocalCluster:
                     return int(json.loads(line)["port"])
             if proc.popen.poll() is not None:
                 with open(proc.data_dir / f"{proc.name}.stderr", "rb") as f:
-                    f.seek(err_from)
+                    f.seek(proc.err_from)
                     err = f.read().decode(errors="replace")[-2000:]
                 raise Unavailable(
                     f"{proc.name} exited with code {proc.popen.returncode} while starting:\n{err}"
