@@ -16,10 +16,11 @@ Network (a fault relay on every link, see paykit.lab.relay and docs/network.md):
     delay(a, b, ms=200)   every byte waits (jitter_ms= for a spread)
     heal() / heal(a, b)   everything passes again
 LocalCluster(relays=False) has no relays (the servers dial each other directly).
-A cluster that made its own temporary folder (no data_dir=) removes it on stop(), so a stopped
-cluster started again starts empty; LocalCluster(keep=True) keeps it (the caller says where).
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
+
+A cluster that made its own temporary folder (no data_dir=) removes it on stop(), so a stopped
+cluster started again starts empty; LocalCluster(keep=True) keeps it (the caller says where).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ CLIENT_LOG_DIR = "clients"  # under the data folder: one rpc.client log per clus
 # shared by all clusters of this process, so no two clients share a file
 _client_numbers = itertools.count(1)
 DEFAULT_SEED_CSV = packaged.seed_csv()  # package data, so an installed wheel has it too
-TEMP_PREFIX = "paykit-cluster-"
 _live: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
 
@@ -98,17 +98,19 @@ class LocalCluster:
         relays: bool = True,
         relay_seed: int | None = None,
     ) -> None:
-        if not banks:
-            raise InvalidInput("a cluster needs at least one bank")
         if seed_csv is not None and not Path(seed_csv).is_file():
             raise InvalidInput(
                 f"seed file {str(seed_csv)[:200]} not found; pass seed_csv=None for no seed "
                 "accounts"
             )
+        if not banks:
+            raise InvalidInput("a cluster needs at least one bank")
+        self.data_dir = (
+            Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
+        )
         # A folder the cluster makes is its own: removed on stop() unless keep=True. A data_dir
         # the caller gives is theirs and always stays.
         self.removes_data_dir = not data_dir and not keep
-        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
         self.pki_dir = Path(pki_dir) if pki_dir else self.data_dir / "pki"
         self.bank_names = tuple(banks)
         self.prepare_timeout_s = prepare_timeout_s
