@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from paykit.core import config
+from paykit.core.commandline import finish_parser
 from paykit.core.errors import PaykitError
 
 EPILOG = "Run state (databases, logs, the dev PKI) goes to $PAYKIT_HOME, else ./.paykit."
@@ -231,8 +232,13 @@ def _add_up(sub) -> None:
     p = sub.add_parser(
         "up", help="start BankA:50051, BankB:50052 and the gateway:50050 (Ctrl+C stops all)"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--prepare-timeout-s",
+        type=float,
+        default=config.PREPARE_TIMEOUT_S,
+        help=f"the gateway's vote timeout (default {config.PREPARE_TIMEOUT_S})",
+    )
     p.set_defaults(func=cmd_up)
 
 
@@ -376,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in TOOLS.items():
         sub.add_parser(name, help=text)
     _add_pki(sub)
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

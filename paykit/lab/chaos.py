@@ -30,6 +30,7 @@ from pathlib import Path
 
 from paykit.client.session import GatewaySession
 from paykit.core.clock import Backoff, now_ms
+from paykit.core.commandline import finish_parser
 from paykit.core.errors import PaykitError, Unavailable
 from paykit.lab.check import FAILED, SUCCEEDED, Report, check_invariants, money_sample, read_gateway
 from paykit.v1 import payment_pb2 as pb
@@ -661,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the cluster's databases and logs go (default: a temp folder)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
-    return p
+    return finish_parser(p)
 
 
 def main(argv: list[str] | None = None) -> int:
