@@ -146,7 +146,7 @@ class Shell(cmd.Cmd):
 
     def precmd(self, line: str) -> str:
         self._prompting = False
-        if self._editing:
+        if self._editing and line != "EOF":  # cmd.Cmd's name for Ctrl+D
             self._editing.add(line)
         return line
 
