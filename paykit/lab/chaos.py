@@ -33,6 +33,7 @@ from paykit.core.clock import Backoff, now_ms
 from paykit.core.commandline import finish_parser
 from paykit.core.errors import PaykitError, Unavailable
 from paykit.lab.check import FAILED, SUCCEEDED, Report, check_invariants, money_sample, read_gateway
+from paykit.lab.terminal import on_terminal
 from paykit.v1 import payment_pb2 as pb
 
 UNCERTAIN = "uncertain"
@@ -219,10 +220,17 @@ class ChaosReport:
 class _Run:
     """The state of one chaos run shared by the payer, nemesis and sampler threads."""
 
-    def __init__(self, cfg: ChaosConfig, cluster, progress: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        cfg: ChaosConfig,
+        cluster,
+        progress: Callable[[str], None] | None,
+        status_lines: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.progress = progress or (lambda _line: None)
+        self.status_lines = status_lines  # the sampler's line every 2 s (events print anyway)
         self.report = ChaosReport(cfg, cluster.data_dir)
         self.lock = threading.Lock()
         self.stop_paying = threading.Event()
@@ -441,7 +449,7 @@ class _Run:
             sample = self.sample()
             with self.lock:
                 self.report.samples.append(sample)
-            if sample.t_s - last_line >= 2.0:
+            if self.status_lines and sample.t_s - last_line >= 2.0:
                 last_line = sample.t_s
                 money = (
                     "unreadable"
@@ -481,9 +489,14 @@ def run_chaos(
     config: ChaosConfig | None = None,
     *,
     progress: Callable[[str], None] | None = print,
+    status_lines: bool = True,
     **overrides,
 ) -> ChaosReport:
-    """Runs one chaos test on a fresh local cluster and returns its report (see ChaosReport)."""
+    """Runs one chaos test on a fresh local cluster and returns its report (see ChaosReport).
+
+    progress gets each event (a fault, the heal, recovery) and, with status_lines, a status
+    line every two seconds (payments done, money, what is down): `paykit chaos` shows those only
+    on a terminal."""
     from paykit.lab.cluster import LocalCluster
 
     cfg = replace(config or PROFILES["short"], **overrides)
@@ -509,7 +522,7 @@ def run_chaos(
     )
     cluster.start()
     try:
-        return _run(_Run(cfg, cluster, progress))
+        return _run(_Run(cfg, cluster, progress, status_lines))
     finally:
         cluster.stop()
 
@@ -689,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             PROFILES[args.profile],
             seed=seed,
             progress=None if args.quiet else lambda line: print(line, flush=True),
+            status_lines=on_terminal(sys.stdout),  # progress on a terminal, not in a pipe
             **overrides,
         )
     except ValueError as err:
