@@ -11,6 +11,7 @@ exit_code sums the session up for scripts (paykit.client.exit_codes).
 from __future__ import annotations
 
 import cmd
+import datetime as dt
 import shlex
 import sys
 import threading
@@ -379,6 +380,4 @@ def _search_options(args: list[str]) -> dict[str, str]:
 
 
 def _utc(unix_ms: int, fmt: str) -> str:
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(unix_ms / 1000, dt.UTC).strftime(fmt)

@@ -210,3 +210,16 @@ def test_a_pipe_gets_no_prompt_and_no_readline(shared_cluster, tmp_path, flag):
     assert result.returncode == 0
     assert result.stderr.strip() == "no readline"
     assert "> " not in result.stdout and "Connected to gateway" not in result.stdout
+
+
+def test_no_certificates_is_a_start_failure_exit_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "paykit", "client", "--pki-dir", str(tmp_path / "no-pki")],
+        input="balance\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PAYKIT_HOME": str(tmp_path)},
+    )
+    assert result.returncode == exit_codes.USAGE
+    assert result.stdout == "" and "paykit: error:" in result.stderr
