@@ -16,6 +16,8 @@ is the share of the transport's capacity that the payment path reaches; 1.0 woul
 the servers' own work (SQLite, fsync, 2PC bookkeeping) costs nothing. Payments and the
 floor run in alternating rounds, so both see the same background load; the CPU ratio
 (5 x CPU of one no-op call / CPU of one payment, all processes) does not depend on it.
+
+On a terminal each phase redraws a progress line; in a pipe or a file only the results print.
 """
 
 from __future__ import annotations

@@ -641,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(cut, partition, lost replies, delay) on a seeded schedule, then heal and check that "
         "every payment happened exactly once. Exits 1 on any violated invariant.",
         epilog="Longer run: paykit chaos --profile long --seed 7 (five minutes, 8 payers, 12 "
-        "accounts).",
+        "accounts). Each fault prints a line; the status line every 2 s (payments, money, what "
+        "is down) only on a terminal, not into a pipe or a file.",
     )
     p.add_argument(
         "--profile", choices=sorted(PROFILES), default="short", help="preset sizes (default short)"
