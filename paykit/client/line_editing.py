@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from paykit.core.config import state_dir
@@ -43,8 +44,10 @@ class LineEditing:
         self.readline = None
 
     def __enter__(self) -> LineEditing:
-        import readline  # only for a terminal: a pipe gets no readline at all
-
+        try:
+            import readline  # only for a terminal: a pipe gets no readline at all
+        except ImportError:  # a Python built without it: plain input(), no history
+            return self
         self.readline = readline
         readline.set_auto_history(False)  # add() decides what is kept
         readline.set_history_length(HISTORY_LENGTH)
@@ -68,8 +71,11 @@ class LineEditing:
     def __exit__(self, *exc) -> None:
         if not (self.readline and self.path and self.added):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # private before written
-        os.chmod(self.path, 0o600)
-        # append_history_file also truncates the file to the history length
-        self.readline.append_history_file(min(self.added, HISTORY_LENGTH), self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # private when written
+            os.chmod(self.path, 0o600)
+            # append_history_file also truncates the file to the history length
+            self.readline.append_history_file(min(self.added, HISTORY_LENGTH), self.path)
+        except OSError as err:  # the session's work is done: say so, do not fail it
+            print(f"paykit: this session's history was not saved ({err})", file=sys.stderr)

@@ -142,3 +142,19 @@ def test_the_history_file_stays_bounded(shared_cluster, tmp_path):
     kept = history.read_text().splitlines()
     assert len(kept) == HISTORY_LENGTH and kept[-1] == "help"
     assert stat.S_IMODE(history.stat().st_mode) == 0o600
+
+
+def test_a_history_that_cannot_be_written_is_reported_and_the_session_still_ends_well(
+    shared_cluster, tmp_path
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    term = Terminal(shared_cluster, tmp_path, blocker / "client_history")
+    try:
+        term.type(b"help\r")
+        term.wait_for(r"commands:")
+        term.type(CTRL_D)
+        screen = term.wait_for(r"history was not saved")
+    finally:
+        code = term.close()
+    assert code == 0 and "Traceback" not in screen
