@@ -166,6 +166,8 @@ class Shell(cmd.Cmd):
             return False
         name, args = words[0].lower(), words[1:]
         if name in QUIT:
+            if line == "EOF" and self._editing:  # Ctrl+D left the cursor on the prompt line
+                print(file=self.out)
             return True
         handler = getattr(self, f"do_{ALIASES.get(name, name)}", None)
         if handler is None:
