@@ -216,8 +216,9 @@ TOOLS = {
     "chaos": "the Jepsen-style fault test: payers, kills, pauses, then invariant checks",
     "bench": "payments/s and latency against the gRPC floor",
     "lessons": "the lessons: `paykit lessons student` writes the student versions (nbgrader)",
+    "lab": "the labs: `paykit lab grade LAB module:Class` grades your code with the crash tests",
 }
-TOOL_MODULES = {"lessons": "student"}  # a tool whose module is not named after it
+TOOL_MODULES = {"lessons": "student", "lab": "grading"}  # a tool whose module is not named after it
 
 
 def _tool(name: str):
