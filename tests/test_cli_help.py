@@ -81,6 +81,8 @@ def test_bench_help_gives_the_number_of_rpcs_per_payment():
         ["chaos"],
         ["lessons"],
         ["lessons", "student"],
+        ["lab"],
+        ["lab", "grade"],
     ],
     ids=" ".join,
 )
