@@ -7,15 +7,17 @@ same setup.
     paykit bench --payers 16 --relays both       what LocalCluster's fault relays cost (same run)
 
 The floor is a no-op RPC (the gateway's health Check) over the same mutual TLS and the
-same server interceptors, at the same concurrency. One payment costs RPCS_PER_PAYMENT
-RPCs: client -> gateway Pay, then gateway -> banks 2 Prepares and 2 Commits. So
+same server interceptors, at the same concurrency. One payment costs 5 RPCs:
+client -> gateway Pay, then gateway -> banks 2 Prepares and 2 Commits. So
 
-    ratio = payments/s / (no-op RPCs/s / RPCS_PER_PAYMENT)
+    ratio = payments/s / (no-op RPCs/s / 5)
 
 is the share of the transport's capacity that the payment path reaches; 1.0 would mean
 the servers' own work (SQLite, fsync, 2PC bookkeeping) costs nothing. Payments and the
 floor run in alternating rounds, so both see the same background load; the CPU ratio
 (5 x CPU of one no-op call / CPU of one payment, all processes) does not depend on it.
+
+On a terminal each phase redraws a progress line; in a pipe or a file only the results print.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
+from paykit.core.commandline import finish_parser
 from paykit.lab.load import (
     BANKS,
     RPCS_PER_PAYMENT,
@@ -361,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         help="keep the cluster's databases and logs here (default: a temporary folder)",
     )
-    return p
+    return finish_parser(p)
 
 
 def _add_relays_option(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from paykit.lab.terminal import on_terminal
+
 RPCS_PER_PAYMENT = 5  # Pay, 2 x Prepare, 2 x Commit (GetBalance etc. are not on the path)
 PASSWORD = "bench-password"
 OPENING_MINOR = 100_000_000  # 1,000,000.00 each: small payments in a ring never drain anyone
@@ -129,7 +131,7 @@ def drive(
     for t in threads:
         t.join()
     phase.elapsed_s = time.perf_counter() - started
-    if out is not None:
+    if on_terminal(out):  # wipe the progress line
         print("\r" + " " * 78 + "\r", end="", file=out, flush=True)
     for lat, errs in zip(per_thread, errors, strict=True):
         phase.latencies_ms.extend(lat)
@@ -139,8 +141,10 @@ def drive(
 
 
 def _until_done(name, started, per_thread, errors, duration_s, budget, out, on_count) -> None:
-    """Waits until the time is up or `budget` calls succeeded; prints progress each second."""
+    """Waits until the time is up or `budget` calls succeeded; on a terminal, redraws a progress
+    line each second (a pipe gets none: "\r" redraws are noise in a log)."""
     deadline = started + duration_s if duration_s else float("inf")
+    out = out if on_terminal(out) else None
     last = started
     while True:
         time.sleep(0.05)
