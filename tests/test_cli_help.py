@@ -28,6 +28,7 @@ def tool_parser(name: str) -> argparse.ArgumentParser:
 
 def every_parser() -> list[tuple[str, argparse.ArgumentParser]]:
     roots = [("paykit", cli.build_parser())] + [(n, tool_parser(n)) for n in cli.TOOLS]
+    roots.append(("lessons student", importlib.import_module("paykit.lab.student").build_parser()))
     return [(p.prog, p) for _, root in roots for p in walk_parsers(root)]
 
 
@@ -81,6 +82,8 @@ def test_bench_help_gives_the_number_of_rpcs_per_payment():
         ["chaos"],
         ["lessons"],
         ["lessons", "student"],
+        ["lessons", "copy"],
+        ["lessons", "open"],
         ["lab"],
         ["lab", "grade"],
     ],

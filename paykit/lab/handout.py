@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from paykit import packaged
+from paykit.core.commandline import finish_parser
 
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"
 DEFAULT_DIR = "paykit-lessons"
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dir", metavar="DIR", nargs="?", default=DEFAULT_DIR, help=f"default ./{DEFAULT_DIR}"
     )
     sub.add_parser("student", help="write the student versions (teachers; needs nbgrader)")
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: list[str]) -> int:
