@@ -42,7 +42,12 @@ def test_up_names_each_taken_port_and_its_flag(tmp_path, taken_port):
         other.bind(("127.0.0.1", 0))
         other.listen()
         second = other.getsockname()[1]
-        proc = up(tmp_path, "--gateway-port", str(taken_port), "--bank-a-port", str(second))
+        # BankB on any free port: the default 50052 may be in use by another test's `paykit up`
+        proc = up(
+            tmp_path,
+            *("--gateway-port", str(taken_port), "--bank-a-port", str(second)),
+            *("--bank-b-port", "0"),
+        )
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     lines = err.splitlines()
