@@ -33,9 +33,9 @@ class BankServicer(pb_grpc.BankServicer):
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def _balance(self, account_id: str) -> pb.GetBalanceResponse:
+    def _balance(self, account_id: str) -> pb.BankGetBalanceResponse:
         b = self.ledger.balance(account_id)
-        return pb.GetBalanceResponse(
+        return pb.BankGetBalanceResponse(
             bank=self.ledger.bank,
             account_id=account_id,
             balance_minor=b.balance_minor,
@@ -121,14 +121,14 @@ class BankServicer(pb_grpc.BankServicer):
         state = self.ledger.commit(request.txn_id)
         eventlog.event("2pc.committed", txn_id=request.txn_id, request_id=request_id())
         failpoints.hit("bank.after_commit_before_ack")
-        return pb.DecisionResponse(state=state)
+        return pb.CommitResponse(state=state)
 
     @servicer_method
     def Abort(self, request, context):
         note(txn_id=request.txn_id)
         state = self.ledger.abort(request.txn_id)
         eventlog.event("2pc.aborted", txn_id=request.txn_id, request_id=request_id())
-        return pb.DecisionResponse(state=state)
+        return pb.AbortResponse(state=state)
 
 
 def _prepare_leg(leg: pb.PrepareRequest) -> PrepareLeg:

@@ -66,6 +66,8 @@ __all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "to_minor"]
 # gateway is down (a refused connection shows within milliseconds; this bounds a hung one).
 CONNECT_CHECK_S = 1.0
 CLOSE_WAIT_S = 5.0  # close() waits this long for the drainer's send in flight to end
+SEARCH_LIMIT_DEFAULT = 50  # search() without a limit, as the gateway's page_size 0
+SEARCH_PAGE_MAX = 1000  # the gateway gives at most this many a page
 
 
 class PaymentClient:
@@ -435,8 +437,37 @@ class PaymentClient:
             self.session.retrying("GetPayment", pb.GetPaymentRequest(payment_id=payment_id))
         )
 
-    def search(
-        self,
+    def search_page(
+        self, *, page_size: int = 0, page_token: str = "", **filters
+    ) -> tuple[list[Payment], str]:
+        """One page of the signed-in user's history, newest first, and the token of the next page
+        ("" on the last). page_size 0 means the gateway's default (50); it gives at most 1000.
+        Pass the filters (as for search) unchanged from page to page with the token."""
+        self.session.require_auth()
+        request = self._search_request(**filters)
+        request.page_size, request.page_token = page_size, page_token
+        reply = self.session.retrying("SearchPayments", request)
+        return [Payment.from_pb(p) for p in reply.payments], reply.next_page_token
+
+    def search(self, *, limit: int | None = SEARCH_LIMIT_DEFAULT, **filters) -> list[Payment]:
+        """The signed-in user's payments that match the filters, newest first: at most `limit`
+        (0 means the default, 50, as a page_size does), or every one with limit=None. It reads
+        as many pages as that takes. Filters: status, counterparty ("BANK/ACCOUNT" or
+        "ACCOUNT"), min_amount, max_amount (text amounts), since_unix_ms, until_unix_ms."""
+        if limit is not None and limit < 0:
+            raise InvalidInput(f"limit must not be negative (0 means {SEARCH_LIMIT_DEFAULT})")
+        wanted = None if limit is None else (limit or SEARCH_LIMIT_DEFAULT)
+        found: list[Payment] = []
+        token = ""
+        while True:
+            size = SEARCH_PAGE_MAX if wanted is None else min(wanted - len(found), SEARCH_PAGE_MAX)
+            page, token = self.search_page(page_size=size, page_token=token, **filters)
+            found += page
+            if not token or (wanted is not None and len(found) >= wanted):
+                return found
+
+    @staticmethod
+    def _search_request(
         *,
         status: str = "",
         counterparty: str = "",
@@ -444,20 +475,14 @@ class PaymentClient:
         max_amount: str | None = None,
         since_unix_ms: int = 0,
         until_unix_ms: int = 0,
-        limit: int = 0,
-    ) -> list[Payment]:
-        self.session.require_auth()
+    ) -> pb.SearchPaymentsRequest:
         if status and status not in STATUS_VALUES:
             raise InvalidInput(f"status {status[:16]!r} is not one of {', '.join(STATUS_VALUES)}")
-        request = pb.SearchPaymentsRequest(
+        return pb.SearchPaymentsRequest(
             status=STATUS_VALUES.get(status, pb.PAYMENT_STATUS_UNSPECIFIED),
             counterparty=counterparty,
             min_amount_minor=parse_amount(min_amount) if min_amount else 0,
             max_amount_minor=parse_amount(max_amount) if max_amount else 0,
             since_unix_ms=since_unix_ms,
             until_unix_ms=until_unix_ms,
-            limit=limit,
         )
-        return [
-            Payment.from_pb(p) for p in self.session.retrying("SearchPayments", request).payments
-        ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import astuple
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,7 @@ from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, f
 from paykit.core.ids import check_account_id, prefix
 from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, format_minor
 from paykit.core.twopc import Decision
-from paykit.gateway import idempotency, payments, users
+from paykit.gateway import idempotency, paging, payments, users
 from paykit.gateway.banks import BankChannels
 from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
 from paykit.gateway.payments import PaymentRecord, SearchFilter
@@ -180,8 +181,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         other_bank = request.bank and request.bank != user.bank
         if other_bank or (request.account_id and request.account_id != user.account_id):
             raise PermissionDenied("you can see only your own balance")
-        return self.banks.call(
-            user.bank, "GetBalance", pb.BankBalanceRequest(account_id=user.account_id)
+        b = self.banks.call(
+            user.bank, "GetBalance", pb.BankGetBalanceRequest(account_id=user.account_id)
+        )
+        return pb.GetBalanceResponse(
+            bank=b.bank,
+            account_id=b.account_id,
+            balance_minor=b.balance_minor,
+            held_minor=b.held_minor,
+            available_minor=b.available_minor,
         )
 
     @servicer_method
@@ -236,10 +244,31 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             max_amount_minor=request.max_amount_minor,
             since_unix_ms=request.since_unix_ms,
             until_unix_ms=request.until_unix_ms,
-            limit=request.limit,
         ).check()
-        found = payments.search(self.db.read(), user.username, user.bank, user.account_id, f)
-        return pb.SearchPaymentsResponse(payments=[payment_to_pb(p) for p in found])
+        size = paging.page_size(
+            request.page_size,
+            default=payments.SEARCH_PAGE_DEFAULT,
+            maximum=payments.SEARCH_PAGE_MAX,
+        )
+        # A token belongs to one user's search with one filter (page_size may change).
+        query = paging.fingerprint("SearchPayments", user.username, *astuple(f))
+        after = paging.decode_token(request.page_token, query, (int, str))
+        found, more = payments.search(
+            self.db.read(),
+            user.username,
+            user.bank,
+            user.account_id,
+            f,
+            page_size=size,
+            after=after,
+        )
+        last = found[-1] if more else None
+        return pb.SearchPaymentsResponse(
+            payments=[payment_to_pb(p) for p in found],
+            next_page_token=paging.encode_token(query, (last.created_unix_ms, last.payment_id))
+            if last
+            else "",
+        )
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):

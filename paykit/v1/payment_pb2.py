@@ -24,21 +24,22 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paykit/v1/payment.proto\x12\tpaykit.v1\"v\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x1d\n\x15opening_balance_minor\x18\x04 \x01(\x03\x12\x0c\n\x04\x62\x61nk\x18\x05 \x01(\t\"F\n\x10RegisterResponse\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\"9\n\x13\x41uthenticateRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"P\n\x14\x41uthenticateResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x02 \x01(\x03\x12\x10\n\x08username\x18\x03 \x01(\t\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"5\n\x11GetBalanceRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"z\n\x12GetBalanceResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rbalance_minor\x18\x03 \x01(\x03\x12\x12\n\nheld_minor\x18\x04 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x05 \x01(\x03\"v\n\nPayRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07to_bank\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x14\n\x0c\x66rom_account\x18\x05 \x01(\t\"\x9f\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x11\n\tfrom_bank\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x03 \x01(\t\x12\x0f\n\x07to_bank\x18\x04 \x01(\t\x12\x12\n\nto_account\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12(\n\x06status\x18\x07 \x01(\x0e\x32\x18.paykit.v1.PaymentStatus\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\n \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x0b \x01(\t\x12\x0f\n\x07settled\x18\x0c \x01(\x08\"2\n\x0bPayResponse\x12#\n\x07payment\x18\x01 \x01(\x0b\x32\x12.paykit.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\xda\x01\n\x15SearchPaymentsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.paykit.v1.PaymentStatus\x12\x14\n\x0c\x63ounterparty\x18\x03 \x01(\t\x12\x18\n\x10min_amount_minor\x18\x04 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x05 \x01(\x03\x12\x15\n\rsince_unix_ms\x18\x06 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x07 \x01(\x03\x12\r\n\x05limit\x18\x08 \x01(\x05\">\n\x16SearchPaymentsResponse\x12$\n\x08payments\x18\x01 \x03(\x0b\x32\x12.paykit.v1.Payment\"[\n\x12OpenAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1d\n\x15opening_balance_minor\x18\x02 \x01(\x03\x12\x12\n\nopened_for\x18\x03 \x01(\t\"7\n\x13OpenAccountResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"(\n\x12\x42\x61nkBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\x90\x01\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.paykit.v1.Leg\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"Q\n\x0fPrepareResponse\x12\x1d\n\x04vote\x18\x01 \x01(\x0e\x32\x0f.paykit.v1.Vote\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\x0f\x44\x65\x63isionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"!\n\x10\x44\x65\x63isionResponse\x12\r\n\x05state\x18\x01 \x01(\t\"X\n\x0bLegDecision\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12%\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x13.paykit.v1.Decision\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x06LegAck\x12\r\n\x05state\x18\x01 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t\"i\n\x0f\x45xchangeRequest\x12+\n\x08prepares\x18\x01 \x03(\x0b\x32\x19.paykit.v1.PrepareRequest\x12)\n\tdecisions\x18\x02 \x03(\x0b\x32\x16.paykit.v1.LegDecision\"^\n\x10\x45xchangeResponse\x12)\n\x05votes\x18\x01 \x03(\x0b\x32\x1a.paykit.v1.PrepareResponse\x12\x1f\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x11.paykit.v1.LegAck\"$\n\x12GetDecisionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"<\n\x13GetDecisionResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.paykit.v1.Decision*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03*9\n\x03Leg\x12\x13\n\x0fLEG_UNSPECIFIED\x10\x00\x12\r\n\tLEG_DEBIT\x10\x01\x12\x0e\n\nLEG_CREDIT\x10\x02*7\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x0c\n\x08VOTE_YES\x10\x01\x12\x0b\n\x07VOTE_NO\x10\x02*c\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_PENDING\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_COMMIT\x10\x02\x12\x12\n\x0e\x44\x45\x43ISION_ABORT\x10\x03\x32\xf6\x03\n\x07Gateway\x12\x43\n\x08Register\x12\x1a.paykit.v1.RegisterRequest\x1a\x1b.paykit.v1.RegisterResponse\x12O\n\x0c\x41uthenticate\x12\x1e.paykit.v1.AuthenticateRequest\x1a\x1f.paykit.v1.AuthenticateResponse\x12=\n\x06Logout\x12\x18.paykit.v1.LogoutRequest\x1a\x19.paykit.v1.LogoutResponse\x12I\n\nGetBalance\x12\x1c.paykit.v1.GetBalanceRequest\x1a\x1d.paykit.v1.GetBalanceResponse\x12\x34\n\x03Pay\x12\x15.paykit.v1.PayRequest\x1a\x16.paykit.v1.PayResponse\x12>\n\nGetPayment\x12\x1c.paykit.v1.GetPaymentRequest\x1a\x12.paykit.v1.Payment\x12U\n\x0eSearchPayments\x12 .paykit.v1.SearchPaymentsRequest\x1a!.paykit.v1.SearchPaymentsResponse2\xac\x03\n\x04\x42\x61nk\x12L\n\x0bOpenAccount\x12\x1d.paykit.v1.OpenAccountRequest\x1a\x1e.paykit.v1.OpenAccountResponse\x12J\n\nGetBalance\x12\x1d.paykit.v1.BankBalanceRequest\x1a\x1d.paykit.v1.GetBalanceResponse\x12@\n\x07Prepare\x12\x19.paykit.v1.PrepareRequest\x1a\x1a.paykit.v1.PrepareResponse\x12\x41\n\x06\x43ommit\x12\x1a.paykit.v1.DecisionRequest\x1a\x1b.paykit.v1.DecisionResponse\x12@\n\x05\x41\x62ort\x12\x1a.paykit.v1.DecisionRequest\x1a\x1b.paykit.v1.DecisionResponse\x12\x43\n\x08\x45xchange\x12\x1a.paykit.v1.ExchangeRequest\x1a\x1b.paykit.v1.ExchangeResponse2[\n\x0b\x43oordinator\x12L\n\x0bGetDecision\x12\x1d.paykit.v1.GetDecisionRequest\x1a\x1e.paykit.v1.GetDecisionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paykit/v1/payment.proto\x12\tpaykit.v1\"v\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x1d\n\x15opening_balance_minor\x18\x04 \x01(\x03\x12\x0c\n\x04\x62\x61nk\x18\x05 \x01(\t\"F\n\x10RegisterResponse\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\"9\n\x13\x41uthenticateRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"P\n\x14\x41uthenticateResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x02 \x01(\x03\x12\x10\n\x08username\x18\x03 \x01(\t\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"5\n\x11GetBalanceRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"z\n\x12GetBalanceResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rbalance_minor\x18\x03 \x01(\x03\x12\x12\n\nheld_minor\x18\x04 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x05 \x01(\x03\"v\n\nPayRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07to_bank\x18\x02 \x01(\t\x12\x12\n\nto_account\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x14\n\x0c\x66rom_account\x18\x05 \x01(\t\"\x9f\x02\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x11\n\tfrom_bank\x18\x02 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x03 \x01(\t\x12\x0f\n\x07to_bank\x18\x04 \x01(\t\x12\x12\n\nto_account\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12(\n\x06status\x18\x07 \x01(\x0e\x32\x18.paykit.v1.PaymentStatus\x12\x16\n\x0e\x66\x61ilure_reason\x18\x08 \x01(\t\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\x12\x17\n\x0f\x63reated_unix_ms\x18\n \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x0b \x01(\t\x12\x0f\n\x07settled\x18\x0c \x01(\x08\"2\n\x0bPayResponse\x12#\n\x07payment\x18\x01 \x01(\x0b\x32\x12.paykit.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\xff\x01\n\x15SearchPaymentsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.paykit.v1.PaymentStatus\x12\x14\n\x0c\x63ounterparty\x18\x03 \x01(\t\x12\x18\n\x10min_amount_minor\x18\x04 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x05 \x01(\x03\x12\x15\n\rsince_unix_ms\x18\x06 \x01(\x03\x12\x15\n\runtil_unix_ms\x18\x07 \x01(\x03\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\tJ\x04\x08\x08\x10\tR\x05limit\"W\n\x16SearchPaymentsResponse\x12$\n\x08payments\x18\x01 \x03(\x0b\x32\x12.paykit.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x12OpenAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x1d\n\x15opening_balance_minor\x18\x02 \x01(\x03\x12\x12\n\nopened_for\x18\x03 \x01(\t\"7\n\x13OpenAccountResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\"+\n\x15\x42\x61nkGetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"~\n\x16\x42\x61nkGetBalanceResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x15\n\rbalance_minor\x18\x03 \x01(\x03\x12\x12\n\nheld_minor\x18\x04 \x01(\x03\x12\x17\n\x0f\x61vailable_minor\x18\x05 \x01(\x03\"\x90\x01\n\x0ePrepareRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12\x1b\n\x03leg\x18\x02 \x01(\x0e\x32\x0e.paykit.v1.Leg\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x13\n\x0b\x63oordinator\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"Q\n\x0fPrepareResponse\x12\x1d\n\x04vote\x18\x01 \x01(\x0e\x32\x0f.paykit.v1.Vote\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x1f\n\rCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"\x1f\n\x0e\x43ommitResponse\x12\r\n\x05state\x18\x01 \x01(\t\"\x1e\n\x0c\x41\x62ortRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"\x1e\n\rAbortResponse\x12\r\n\x05state\x18\x01 \x01(\t\"X\n\x0bLegDecision\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\x12%\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x13.paykit.v1.Decision\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x06LegAck\x12\r\n\x05state\x18\x01 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t\"i\n\x0f\x45xchangeRequest\x12+\n\x08prepares\x18\x01 \x03(\x0b\x32\x19.paykit.v1.PrepareRequest\x12)\n\tdecisions\x18\x02 \x03(\x0b\x32\x16.paykit.v1.LegDecision\"^\n\x10\x45xchangeResponse\x12)\n\x05votes\x18\x01 \x03(\x0b\x32\x1a.paykit.v1.PrepareResponse\x12\x1f\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x11.paykit.v1.LegAck\"$\n\x12GetDecisionRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\t\"<\n\x13GetDecisionResponse\x12%\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x13.paykit.v1.Decision*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03*9\n\x03Leg\x12\x13\n\x0fLEG_UNSPECIFIED\x10\x00\x12\r\n\tLEG_DEBIT\x10\x01\x12\x0e\n\nLEG_CREDIT\x10\x02*7\n\x04Vote\x12\x14\n\x10VOTE_UNSPECIFIED\x10\x00\x12\x0c\n\x08VOTE_YES\x10\x01\x12\x0b\n\x07VOTE_NO\x10\x02*c\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_PENDING\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_COMMIT\x10\x02\x12\x12\n\x0e\x44\x45\x43ISION_ABORT\x10\x03\x32\xf6\x03\n\x07Gateway\x12\x43\n\x08Register\x12\x1a.paykit.v1.RegisterRequest\x1a\x1b.paykit.v1.RegisterResponse\x12O\n\x0c\x41uthenticate\x12\x1e.paykit.v1.AuthenticateRequest\x1a\x1f.paykit.v1.AuthenticateResponse\x12=\n\x06Logout\x12\x18.paykit.v1.LogoutRequest\x1a\x19.paykit.v1.LogoutResponse\x12I\n\nGetBalance\x12\x1c.paykit.v1.GetBalanceRequest\x1a\x1d.paykit.v1.GetBalanceResponse\x12\x34\n\x03Pay\x12\x15.paykit.v1.PayRequest\x1a\x16.paykit.v1.PayResponse\x12>\n\nGetPayment\x12\x1c.paykit.v1.GetPaymentRequest\x1a\x12.paykit.v1.Payment\x12U\n\x0eSearchPayments\x12 .paykit.v1.SearchPaymentsRequest\x1a!.paykit.v1.SearchPaymentsResponse2\xa9\x03\n\x04\x42\x61nk\x12L\n\x0bOpenAccount\x12\x1d.paykit.v1.OpenAccountRequest\x1a\x1e.paykit.v1.OpenAccountResponse\x12Q\n\nGetBalance\x12 .paykit.v1.BankGetBalanceRequest\x1a!.paykit.v1.BankGetBalanceResponse\x12@\n\x07Prepare\x12\x19.paykit.v1.PrepareRequest\x1a\x1a.paykit.v1.PrepareResponse\x12=\n\x06\x43ommit\x12\x18.paykit.v1.CommitRequest\x1a\x19.paykit.v1.CommitResponse\x12:\n\x05\x41\x62ort\x12\x17.paykit.v1.AbortRequest\x1a\x18.paykit.v1.AbortResponse\x12\x43\n\x08\x45xchange\x12\x1a.paykit.v1.ExchangeRequest\x1a\x1b.paykit.v1.ExchangeResponse2[\n\x0b\x43oordinator\x12L\n\x0bGetDecision\x12\x1d.paykit.v1.GetDecisionRequest\x1a\x1e.paykit.v1.GetDecisionResponseBU\n\x15\x63om.example.paykit.v1B\x0cPaymentProtoP\x01Z,example.com/paykit/gen/go/paykit/v1;paykitv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paykit.v1.payment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=2329
-  _globals['_PAYMENTSTATUS']._serialized_end=2461
-  _globals['_LEG']._serialized_start=2463
-  _globals['_LEG']._serialized_end=2520
-  _globals['_VOTE']._serialized_start=2522
-  _globals['_VOTE']._serialized_end=2577
-  _globals['_DECISION']._serialized_start=2579
-  _globals['_DECISION']._serialized_end=2678
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\025com.example.paykit.v1B\014PaymentProtoP\001Z,example.com/paykit/gen/go/paykit/v1;paykitv1'
+  _globals['_PAYMENTSTATUS']._serialized_start=2582
+  _globals['_PAYMENTSTATUS']._serialized_end=2714
+  _globals['_LEG']._serialized_start=2716
+  _globals['_LEG']._serialized_end=2773
+  _globals['_VOTE']._serialized_start=2775
+  _globals['_VOTE']._serialized_end=2830
+  _globals['_DECISION']._serialized_start=2832
+  _globals['_DECISION']._serialized_end=2931
   _globals['_REGISTERREQUEST']._serialized_start=38
   _globals['_REGISTERREQUEST']._serialized_end=156
   _globals['_REGISTERRESPONSE']._serialized_start=158
@@ -64,39 +65,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPAYMENTREQUEST']._serialized_start=1047
   _globals['_GETPAYMENTREQUEST']._serialized_end=1086
   _globals['_SEARCHPAYMENTSREQUEST']._serialized_start=1089
-  _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=1307
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=1309
-  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=1371
-  _globals['_OPENACCOUNTREQUEST']._serialized_start=1373
-  _globals['_OPENACCOUNTREQUEST']._serialized_end=1464
-  _globals['_OPENACCOUNTRESPONSE']._serialized_start=1466
-  _globals['_OPENACCOUNTRESPONSE']._serialized_end=1521
-  _globals['_BANKBALANCEREQUEST']._serialized_start=1523
-  _globals['_BANKBALANCEREQUEST']._serialized_end=1563
-  _globals['_PREPAREREQUEST']._serialized_start=1566
-  _globals['_PREPAREREQUEST']._serialized_end=1710
-  _globals['_PREPARERESPONSE']._serialized_start=1712
-  _globals['_PREPARERESPONSE']._serialized_end=1793
-  _globals['_DECISIONREQUEST']._serialized_start=1795
-  _globals['_DECISIONREQUEST']._serialized_end=1828
-  _globals['_DECISIONRESPONSE']._serialized_start=1830
-  _globals['_DECISIONRESPONSE']._serialized_end=1863
-  _globals['_LEGDECISION']._serialized_start=1865
-  _globals['_LEGDECISION']._serialized_end=1953
-  _globals['_LEGACK']._serialized_start=1955
-  _globals['_LEGACK']._serialized_end=2023
-  _globals['_EXCHANGEREQUEST']._serialized_start=2025
-  _globals['_EXCHANGEREQUEST']._serialized_end=2130
-  _globals['_EXCHANGERESPONSE']._serialized_start=2132
-  _globals['_EXCHANGERESPONSE']._serialized_end=2226
-  _globals['_GETDECISIONREQUEST']._serialized_start=2228
-  _globals['_GETDECISIONREQUEST']._serialized_end=2264
-  _globals['_GETDECISIONRESPONSE']._serialized_start=2266
-  _globals['_GETDECISIONRESPONSE']._serialized_end=2326
-  _globals['_GATEWAY']._serialized_start=2681
-  _globals['_GATEWAY']._serialized_end=3183
-  _globals['_BANK']._serialized_start=3186
-  _globals['_BANK']._serialized_end=3614
-  _globals['_COORDINATOR']._serialized_start=3616
-  _globals['_COORDINATOR']._serialized_end=3707
+  _globals['_SEARCHPAYMENTSREQUEST']._serialized_end=1344
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_start=1346
+  _globals['_SEARCHPAYMENTSRESPONSE']._serialized_end=1433
+  _globals['_OPENACCOUNTREQUEST']._serialized_start=1435
+  _globals['_OPENACCOUNTREQUEST']._serialized_end=1526
+  _globals['_OPENACCOUNTRESPONSE']._serialized_start=1528
+  _globals['_OPENACCOUNTRESPONSE']._serialized_end=1583
+  _globals['_BANKGETBALANCEREQUEST']._serialized_start=1585
+  _globals['_BANKGETBALANCEREQUEST']._serialized_end=1628
+  _globals['_BANKGETBALANCERESPONSE']._serialized_start=1630
+  _globals['_BANKGETBALANCERESPONSE']._serialized_end=1756
+  _globals['_PREPAREREQUEST']._serialized_start=1759
+  _globals['_PREPAREREQUEST']._serialized_end=1903
+  _globals['_PREPARERESPONSE']._serialized_start=1905
+  _globals['_PREPARERESPONSE']._serialized_end=1986
+  _globals['_COMMITREQUEST']._serialized_start=1988
+  _globals['_COMMITREQUEST']._serialized_end=2019
+  _globals['_COMMITRESPONSE']._serialized_start=2021
+  _globals['_COMMITRESPONSE']._serialized_end=2052
+  _globals['_ABORTREQUEST']._serialized_start=2054
+  _globals['_ABORTREQUEST']._serialized_end=2084
+  _globals['_ABORTRESPONSE']._serialized_start=2086
+  _globals['_ABORTRESPONSE']._serialized_end=2116
+  _globals['_LEGDECISION']._serialized_start=2118
+  _globals['_LEGDECISION']._serialized_end=2206
+  _globals['_LEGACK']._serialized_start=2208
+  _globals['_LEGACK']._serialized_end=2276
+  _globals['_EXCHANGEREQUEST']._serialized_start=2278
+  _globals['_EXCHANGEREQUEST']._serialized_end=2383
+  _globals['_EXCHANGERESPONSE']._serialized_start=2385
+  _globals['_EXCHANGERESPONSE']._serialized_end=2479
+  _globals['_GETDECISIONREQUEST']._serialized_start=2481
+  _globals['_GETDECISIONREQUEST']._serialized_end=2517
+  _globals['_GETDECISIONRESPONSE']._serialized_start=2519
+  _globals['_GETDECISIONRESPONSE']._serialized_end=2579
+  _globals['_GATEWAY']._serialized_start=2934
+  _globals['_GATEWAY']._serialized_end=3436
+  _globals['_BANK']._serialized_start=3439
+  _globals['_BANK']._serialized_end=3864
+  _globals['_COORDINATOR']._serialized_start=3866
+  _globals['_COORDINATOR']._serialized_end=3957
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,10 @@ class GatewayStub:
 
     What clients call. Register and Authenticate need only a client
     certificate; everything else also needs a token from Authenticate.
+
+    The services are named without buf's "Service" suffix because the name is in every method's
+    path (/paykit.v1.Gateway/Pay): renaming would break every client, log reader and grpcurl line.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def __init__(self, channel):
@@ -80,6 +84,10 @@ class GatewayServicer:
 
     What clients call. Register and Authenticate need only a client
     certificate; everything else also needs a token from Authenticate.
+
+    The services are named without buf's "Service" suffix because the name is in every method's
+    path (/paykit.v1.Gateway/Pay): renaming would break every client, log reader and grpcurl line.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def Register(self, request, context):
@@ -118,7 +126,9 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPayment(self, request, context):
-        """One payment of the signed-in user, by id.
+        """One payment of the signed-in user, by id. It returns the resource itself, as a standard
+        Get does in Google's AIP-131, rather than a GetPaymentResponse wrapping it.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,6 +192,10 @@ class Gateway:
 
     What clients call. Register and Authenticate need only a client
     certificate; everything else also needs a token from Authenticate.
+
+    The services are named without buf's "Service" suffix because the name is in every method's
+    path (/paykit.v1.Gateway/Pay): renaming would break every client, log reader and grpcurl line.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     @staticmethod
@@ -378,6 +392,7 @@ class BankStub:
     """---------------------------------------------------------------- Bank
 
     What the gateway calls on each bank. Only the gateway's certificate may.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def __init__(self, channel):
@@ -393,8 +408,8 @@ class BankStub:
                 _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/paykit.v1.Bank/GetBalance',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.BankBalanceRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.GetBalanceResponse.FromString,
+                request_serializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceResponse.FromString,
                 _registered_method=True)
         self.Prepare = channel.unary_unary(
                 '/paykit.v1.Bank/Prepare',
@@ -403,13 +418,13 @@ class BankStub:
                 _registered_method=True)
         self.Commit = channel.unary_unary(
                 '/paykit.v1.Bank/Commit',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+                request_serializer=paykit_dot_v1_dot_payment__pb2.CommitRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.CommitResponse.FromString,
                 _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/paykit.v1.Bank/Abort',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+                request_serializer=paykit_dot_v1_dot_payment__pb2.AbortRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.AbortResponse.FromString,
                 _registered_method=True)
         self.Exchange = channel.unary_unary(
                 '/paykit.v1.Bank/Exchange',
@@ -422,6 +437,7 @@ class BankServicer:
     """---------------------------------------------------------------- Bank
 
     What the gateway calls on each bank. Only the gateway's certificate may.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def OpenAccount(self, request, context):
@@ -432,7 +448,8 @@ class BankServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBalance(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One account's balance and holds.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -481,8 +498,8 @@ def add_BankServicer_to_server(servicer, server):
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.BankBalanceRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.GetBalanceResponse.SerializeToString,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceResponse.SerializeToString,
             ),
             'Prepare': grpc.unary_unary_rpc_method_handler(
                     servicer.Prepare,
@@ -491,13 +508,13 @@ def add_BankServicer_to_server(servicer, server):
             ),
             'Commit': grpc.unary_unary_rpc_method_handler(
                     servicer.Commit,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.SerializeToString,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.CommitRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.CommitResponse.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.SerializeToString,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.AbortRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.AbortResponse.SerializeToString,
             ),
             'Exchange': grpc.unary_unary_rpc_method_handler(
                     servicer.Exchange,
@@ -516,6 +533,7 @@ class Bank:
     """---------------------------------------------------------------- Bank
 
     What the gateway calls on each bank. Only the gateway's certificate may.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     @staticmethod
@@ -560,8 +578,8 @@ class Bank:
             request,
             target,
             '/paykit.v1.Bank/GetBalance',
-            paykit_dot_v1_dot_payment__pb2.BankBalanceRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.GetBalanceResponse.FromString,
+            paykit_dot_v1_dot_payment__pb2.BankGetBalanceRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.BankGetBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -614,8 +632,8 @@ class Bank:
             request,
             target,
             '/paykit.v1.Bank/Commit',
-            paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+            paykit_dot_v1_dot_payment__pb2.CommitRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.CommitResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -641,8 +659,8 @@ class Bank:
             request,
             target,
             '/paykit.v1.Bank/Abort',
-            paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+            paykit_dot_v1_dot_payment__pb2.AbortRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.AbortResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -686,6 +704,7 @@ class CoordinatorStub:
 
     What a bank asks the gateway about a transaction it prepared. Only a bank's
     certificate may call it.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def __init__(self, channel):
@@ -706,6 +725,7 @@ class CoordinatorServicer:
 
     What a bank asks the gateway about a transaction it prepared. Only a bank's
     certificate may call it.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def GetDecision(self, request, context):
@@ -735,6 +755,7 @@ class Coordinator:
 
     What a bank asks the gateway about a transaction it prepared. Only a bank's
     certificate may call it.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     @staticmethod

@@ -117,6 +117,6 @@ def test_the_gateway_certificate_may_call_a_bank(shared_cluster):
     # gateway.
     with channel_as(shared_cluster, shared_cluster.bank_address("BankA"), GATEWAY_CN) as channel:
         reply = pb_grpc.BankStub(channel).GetBalance(
-            pb.BankBalanceRequest(account_id="merchant-a"), timeout=CALL_TIMEOUT_S
+            pb.BankGetBalanceRequest(account_id="merchant-a"), timeout=CALL_TIMEOUT_S
         )
     assert reply.account_id == "merchant-a"

@@ -114,12 +114,12 @@ def test_a_server_key_cannot_be_used_to_call_a_bank(shared_cluster):
     with grpc.secure_channel(shared_cluster.bank_address("BankA"), creds) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             pb_grpc.BankStub(channel).GetBalance(
-                pb.BankBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
+                pb.BankGetBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
             )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     with secure_channel(shared_cluster.bank_address("BankA"), serving) as channel:
         reply = pb_grpc.BankStub(channel).GetBalance(
-            pb.BankBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
+            pb.BankGetBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
         )
     assert reply.account_id == "merchant-a"
 
