@@ -124,7 +124,12 @@ def cmd_gateway(args) -> int:
 
 def cmd_client(args) -> int:
     from paykit.client.api import PaymentClient
+    from paykit.client.bundle import find_client_bundle
     from paykit.client.shell import Shell
+
+    # --pki-dir, else $PAYKIT_CERTS, else the default folder: said on stderr, never made here.
+    bundle = find_client_bundle(args.pki_dir)
+    print(f"[CLIENT] {bundle.describe()}", file=sys.stderr)
 
     interactive = sys.stdin.isatty()
     outbox_dir = Path(args.outbox_dir) if args.outbox_dir else None
@@ -133,7 +138,7 @@ def cmd_client(args) -> int:
         Path(args.log) if args.log else config.state_dir() / "logs" / f"client-{os.getpid()}.jsonl"
     )
     with PaymentClient(
-        args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir, log_path=log_path
+        args.gateway, tls=bundle.files, outbox_dir=outbox_dir, log_path=log_path
     ) as client:
         shell = Shell(client, default_bank=args.bank)
         if interactive:
@@ -327,7 +332,13 @@ def _add_client(sub) -> None:
         "--log",
         help="JSON-lines log of every call (default: <state folder>/logs/client-<pid>.jsonl)",
     )
-    p.add_argument("--pki-dir", help="folder of the dev PKI (default: <state folder>/pki)")
+    p.add_argument(
+        "--pki-dir",
+        "--certs",
+        dest="pki_dir",
+        help="the client's certificate bundle, or a PKI folder holding one in client/ (default: "
+        "$PAYKIT_CERTS, else <state folder>/pki); the client never creates certificates",
+    )
     p.add_argument(
         "--outbox-dir",
         help="folder of the offline outboxes, one file per gateway and user "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Self
 
 from paykit.client import outbox as ob
+from paykit.client.bundle import find_client_bundle
 from paykit.client.drainer import DEFAULT_BACKOFF, Drainer, classify
 from paykit.client.log import open_client_log
 from paykit.client.models import (
@@ -57,7 +58,6 @@ from paykit.core.errors import (
     from_reason,
 )
 from paykit.core.money import parse_amount
-from paykit.rpc.pki import CLIENT_CN, load_identity
 from paykit.v1 import payment_pb2 as pb
 
 __all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "to_minor"]
@@ -92,10 +92,9 @@ class PaymentClient:
         self.gateway = gateway
         self.outbox_dir = Path(outbox_dir) if outbox_dir else state_dir() / "outbox"
         self.backoff = backoff
-        # pki_dir: the client's bundle, or a PKI folder holding one (never issued here)
-        self.tls = tls or load_identity(
-            Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN, issue=False
-        )
+        # pki_dir: the client's bundle, or a PKI folder holding one, else $PAYKIT_CERTS, else
+        # the default folder (paykit.client.bundle); never issued here.
+        self.tls = tls or find_client_bundle(pki_dir).files
         # log_path: one `rpc.client` JSON line per call attempt (see paykit.client.log).
         self._log = open_client_log(log_path, target=gateway) if log_path else None
         self.session = GatewaySession(
