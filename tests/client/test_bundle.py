@@ -79,10 +79,11 @@ def test_the_client_says_which_bundle_it_uses_and_works_from_another_folder(
         "register mia password123 mia-acct 10 BankA\n",
         env={ENV_VAR: str(right)},
     )
-    assert f"[CLIENT] client certificates from {right} ({ENV_VAR})" in done.stderr
-    assert done.returncode == 0, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert f"[CLIENT] client certificates from {right} ({ENV_VAR})" in done.stderr, said
+    assert done.returncode == 0 and "rror" not in said, said
     with shared_cluster.client() as check:  # the registration went through
-        assert check.authenticate("mia", "password123").username == "mia"
+        assert check.authenticate("mia", "password123").username == "mia", said
     assert not (tmp_path / ".paykit" / "pki").exists()
 
 
