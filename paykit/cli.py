@@ -361,7 +361,11 @@ def _add_pki(sub) -> None:
         "export",
         help="write one role's bundle (CA certificate, its own keys) for another host",
     )
-    e.add_argument("role", metavar="ROLE", help="gateway, client or bank-NAME (e.g. bank-BankA)")
+    e.add_argument(
+        "role",
+        metavar="ROLE",
+        help="gateway, client, operator (the read-only OperatorService) or bank-NAME (bank-BankA)",
+    )
     e.add_argument("out", metavar="DIR", help="the folder to write (made 0700)")
     e.add_argument("--dir", help="the PKI folder that holds the CA (default: <state folder>/pki)")
     e.add_argument(

@@ -194,6 +194,26 @@ def unsettled(
     return [PaymentRecord.from_row(r) for r in rows]
 
 
+def in_flight(
+    conn: sqlite3.Connection, *, limit: int, after: tuple[int, str] | None = None
+) -> list[PaymentRecord]:
+    """At most `limit` payments not settled yet (undecided, or decided and not applied by both
+    banks), oldest first, starting after the (created_unix_ms, payment_id) keyset `after`."""
+    keyset, args = "", {"limit": limit}
+    if after is not None:
+        keyset = (
+            " AND created_unix_ms >= :after_ms AND NOT (created_unix_ms = :after_ms "
+            "AND payment_id <= :after_id)"
+        )
+        args.update(after_ms=after[0], after_id=after[1])
+    rows = conn.execute(
+        f"SELECT * FROM payments WHERE settled_unix_ms IS NULL{keyset} "
+        "ORDER BY created_unix_ms, payment_id LIMIT :limit",
+        args,
+    )
+    return [PaymentRecord.from_row(r) for r in rows]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchFilter:
     status: str = ""

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import grpc
 
-from paykit.core import eventlog
+from paykit.core import eventlog, paging
 from paykit.core.config import GatewayConfig
 from paykit.core.db import Database
 from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, field_of
 from paykit.core.ids import check_account_id, prefix
 from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, format_minor
 from paykit.core.twopc import Decision
-from paykit.gateway import idempotency, paging, payments, users
+from paykit.gateway import idempotency, payments, users
 from paykit.gateway.banks import BankChannels
 from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
+from paykit.gateway.operator import OperatorServicer
 from paykit.gateway.payments import PaymentRecord, SearchFilter
 from paykit.gateway.throttle import PeerBudget, SignInThrottle
 from paykit.rpc.interceptors import bearer_token, current_user, note, peer_host
@@ -371,6 +372,11 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
                 pb_grpc.add_CoordinatorServicer_to_server,
                 CoordinatorServicer(coordinator),
                 SERVICE_NAMES["Coordinator"],
+            ),
+            (
+                pb_grpc.add_OperatorServiceServicer_to_server,
+                OperatorServicer(db, banks, payment_to_pb),
+                SERVICE_NAMES["OperatorService"],
             ),
         ]
     )

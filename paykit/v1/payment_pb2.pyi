@@ -221,6 +221,20 @@ class OpenAccountResponse(_message.Message):
     account_id: str
     def __init__(self, bank: _Optional[str] = ..., account_id: _Optional[str] = ...) -> None: ...
 
+class BankListAccountsRequest(_message.Message):
+    __slots__ = ("page_size", "start_after_account_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    start_after_account_id: str
+    def __init__(self, page_size: _Optional[int] = ..., start_after_account_id: _Optional[str] = ...) -> None: ...
+
+class BankListAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ...) -> None: ...
+
 class BankGetBalanceRequest(_message.Message):
     __slots__ = ("account_id",)
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -338,3 +352,65 @@ class GetDecisionResponse(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("bank", "account_id", "balance_minor", "held_minor", "available_minor")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    account_id: str
+    balance_minor: int
+    held_minor: int
+    available_minor: int
+    def __init__(self, bank: _Optional[str] = ..., account_id: _Optional[str] = ..., balance_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., available_minor: _Optional[int] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("bank", "page_size", "page_token")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    page_size: int
+    page_token: str
+    def __init__(self, bank: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "next_page_token", "unreachable")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    next_page_token: str
+    unreachable: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., unreachable: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListInFlightPaymentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class InFlightPayment(_message.Message):
+    __slots__ = ("payment", "username", "debit_acked", "credit_acked")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ACKED_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_ACKED_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    username: str
+    debit_acked: bool
+    credit_acked: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., username: _Optional[str] = ..., debit_acked: _Optional[bool] = ..., credit_acked: _Optional[bool] = ...) -> None: ...
+
+class ListInFlightPaymentsResponse(_message.Message):
+    __slots__ = ("payments", "next_page_token")
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    payments: _containers.RepeatedCompositeFieldContainer[InFlightPayment]
+    next_page_token: str
+    def __init__(self, payments: _Optional[_Iterable[_Union[InFlightPayment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -431,6 +431,11 @@ class BankStub:
                 request_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.SerializeToString,
                 response_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/paykit.v1.Bank/ListAccounts',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class BankServicer:
@@ -488,6 +493,14 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccounts(self, request, context):
+        """Read only: the bank's accounts with balance and holds, by account id, for the
+        OperatorService (the gateway's certificate, or the operator's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -520,6 +533,11 @@ def add_BankServicer_to_server(servicer, server):
                     servicer.Exchange,
                     request_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.FromString,
                     response_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -698,6 +716,33 @@ class Bank:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.Bank/ListAccounts',
+            paykit_dot_v1_dot_payment__pb2.BankListAccountsRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.BankListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CoordinatorStub:
     """---------------------------------------------------------------- Coordinator
@@ -775,6 +820,148 @@ class Coordinator:
             '/paykit.v1.Coordinator/GetDecision',
             paykit_dot_v1_dot_payment__pb2.GetDecisionRequest.SerializeToString,
             paykit_dot_v1_dot_payment__pb2.GetDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class OperatorServiceStub:
+    """---------------------------------------------------------------- Operator
+
+    The whole system as a teacher, an operator or an outside checker sees it, read only: every
+    bank's accounts with balance and holds, and the payments in flight, without signing in as
+    any user. The gateway serves it (asking each bank with Bank.ListAccounts), for the operator's
+    certificate (paykit-operator) only: a client certificate is PERMISSION_DENIED. Pages as in
+    Google's AIP-158 (page_size 0 means the default, more than the maximum is read as the
+    maximum, a token must come from the same query).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAccounts = channel.unary_unary(
+                '/paykit.v1.OperatorService/ListAccounts',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.ListInFlightPayments = channel.unary_unary(
+                '/paykit.v1.OperatorService/ListInFlightPayments',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsResponse.FromString,
+                _registered_method=True)
+
+
+class OperatorServiceServicer:
+    """---------------------------------------------------------------- Operator
+
+    The whole system as a teacher, an operator or an outside checker sees it, read only: every
+    bank's accounts with balance and holds, and the payments in flight, without signing in as
+    any user. The gateway serves it (asking each bank with Bank.ListAccounts), for the operator's
+    certificate (paykit-operator) only: a client certificate is PERMISSION_DENIED. Pages as in
+    Google's AIP-158 (page_size 0 means the default, more than the maximum is read as the
+    maximum, a token must come from the same query).
+    """
+
+    def ListAccounts(self, request, context):
+        """Every account of every bank (or of one), by bank then account id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInFlightPayments(self, request, context):
+        """The payments not settled yet, oldest first: no decision yet, or decided but not yet
+        applied by both banks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OperatorServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.ListAccountsRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'ListInFlightPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInFlightPayments,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paykit.v1.OperatorService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paykit.v1.OperatorService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class OperatorService:
+    """---------------------------------------------------------------- Operator
+
+    The whole system as a teacher, an operator or an outside checker sees it, read only: every
+    bank's accounts with balance and holds, and the payments in flight, without signing in as
+    any user. The gateway serves it (asking each bank with Bank.ListAccounts), for the operator's
+    certificate (paykit-operator) only: a client certificate is PERMISSION_DENIED. Pages as in
+    Google's AIP-158 (page_size 0 means the default, more than the maximum is read as the
+    maximum, a token must come from the same query).
+    """
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.OperatorService/ListAccounts',
+            paykit_dot_v1_dot_payment__pb2.ListAccountsRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInFlightPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.OperatorService/ListInFlightPayments',
+            paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

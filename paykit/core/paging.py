@@ -1,5 +1,4 @@
-"""Page sizes and page tokens in the manner of Google's AIP-158, for the gateway's List and
-Search methods.
+"""Page sizes and page tokens in the manner of Google's AIP-158, for List and Search methods.
 
 A page token is opaque to callers: base64url of a small JSON array holding a format version, a
 fingerprint of the query it belongs to and the keyset position of the last item of the page
