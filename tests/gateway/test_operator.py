@@ -14,10 +14,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from paykit import cli
+from paykit.client.operator import OperatorClient
 from paykit.lab.check import read_bank, total_money
 from paykit.lab.lessons import wait_until
 from paykit.rpc.channels import secure_channel
-from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, OPERATOR_CN, ensure_identity
+from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, OPERATOR_CN, bundle_files, ensure_identity
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -177,9 +178,10 @@ def test_only_the_operator_certificate_may_read_the_books(shared_cluster):
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def test_pki_export_writes_the_operator_bundle(tmp_path, capsys):
-    root = tmp_path / "pki"
-    assert cli.main(["pki", "init", "--dir", str(root)]) == 0
+def test_pki_export_writes_the_operator_bundle_and_it_reads_the_books(
+    shared_cluster, tmp_path, capsys
+):
+    root = shared_cluster.pki_dir  # the cluster's PKI root, which holds its CA
     assert cli.main(["pki", "export", "operator", str(tmp_path / "op"), "--dir", str(root)]) == 0
     assert sorted(p.name for p in (tmp_path / "op").iterdir()) == [
         "ca.pem",
@@ -189,3 +191,7 @@ def test_pki_export_writes_the_operator_bundle(tmp_path, capsys):
     cert = x509.load_pem_x509_certificate((tmp_path / "op" / f"{OPERATOR_CN}.pem").read_bytes())
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]  # it calls, it never serves
+    with OperatorClient(
+        shared_cluster.gateway_address, bundle_files(tmp_path / "op", OPERATOR_CN)
+    ) as operator:
+        assert {b.bank for b in operator.accounts().accounts} == {"BankA", "BankB"}
