@@ -19,7 +19,14 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from paykit.rpc.channels import secure_channel
-from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, read_tls
+from paykit.rpc.pki import (
+    CLIENT_CN,
+    GATEWAY_CN,
+    OPERATOR_CN,
+    bank_cn,
+    ensure_identity,
+    read_tls,
+)
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -56,7 +63,8 @@ def test_every_certificate_has_one_purpose(shared_cluster):
     for cn in (GATEWAY_CN, bank_cn("BankA"), bank_cn("BankB")):
         tls = ensure_identity(shared_cluster.pki_dir, cn)
         assert purposes(tls.cert) == server and purposes(tls.client_cert) == client, cn
-    assert purposes(ensure_identity(shared_cluster.pki_dir, CLIENT_CN).cert) == client
+    for cn in (CLIENT_CN, OPERATOR_CN):  # the roles that only call
+        assert purposes(ensure_identity(shared_cluster.pki_dir, cn).cert) == client, cn
 
 
 class FakeGateway:
