@@ -90,43 +90,60 @@ def _first_token(stub) -> str:
     return stub.ListAccounts(pb.ListAccountsRequest(page_size=1), timeout=TIMEOUT_S).next_page_token
 
 
-def test_a_hold_and_its_payment_in_flight_are_seen_while_a_bank_hangs(shared_cluster):
-    with signed_in(shared_cluster, "wes", "wes-acct", "100", "BankA"):
-        pass
-    payer = shared_cluster.session(timeout_s=30)
-    payer.authenticate("wes", PASSWORD)
-    shared_cluster.pause("BankB")  # BankB never votes: BankA holds the debit, nothing decided
-    outcome = {}
-    paying = threading.Thread(
-        target=lambda: outcome.update(p=payer.pay("BankB", "recipient123", 3000, str(uuid.uuid4())))
-    )
-    paying.start()
+def in_flight_pages(stub, page_size: int) -> list[list[pb.InFlightPayment]]:
+    pages, token = [], ""
+    while True:
+        request = pb.ListInFlightPaymentsRequest(page_size=page_size, page_token=token)
+        reply = stub.ListInFlightPayments(request, timeout=TIMEOUT_S)
+        pages.append(list(reply.payments))
+        token = reply.next_page_token
+        if not token:
+            return pages
+
+
+def test_holds_and_payments_in_flight_are_seen_while_a_bank_hangs(shared_cluster, operator_stub):
+    signed_in(shared_cluster, "wes", "wes-acct", "100", "BankA").close()
+    payers = [shared_cluster.session(timeout_s=30) for _ in range(3)]
+    for payer in payers:
+        payer.authenticate("wes", PASSWORD)
+    shared_cluster.pause("BankB")  # BankB never votes: BankA holds the debits, nothing decided
+    outcomes = []
+    paying = [
+        threading.Thread(
+            target=lambda p=payer: outcomes.append(
+                p.pay("BankB", "recipient123", 1000, str(uuid.uuid4()))
+            )
+        )
+        for payer in payers
+    ]
+    for thread in paying:
+        thread.start()
     try:
-        flight = wait_until(
-            lambda: [f for f in shared_cluster.in_flight().itertuples() if f.username == "wes"],
+        wait_until(
+            lambda: len(in_flight_pages(operator_stub, 100)[0]) == 3,
             TIMEOUT_S,
-            what="wes's payment in flight",
+            what="three payments in flight",
         )
-        assert flight[0].status == "pending" and flight[0].amount_minor == 3000
-        held = wait_until(
-            lambda: (
-                shared_cluster.books("BankA").query("account_id == 'wes-acct'").iloc[0].held_minor
-            ),
-            TIMEOUT_S,
-            what="the hold at BankA",
+        pages = in_flight_pages(operator_stub, 1)  # a page each, oldest first
+        assert [len(page) for page in pages] == [1, 1, 1]
+        flight = [page[0] for page in pages]
+        assert [f.payment.created_unix_ms for f in flight] == sorted(
+            f.payment.created_unix_ms for f in flight
         )
+        assert {(f.username, f.payment.status, f.payment.amount_minor) for f in flight} == {
+            ("wes", pb.PAYMENT_STATUS_PENDING, 1000)
+        }
+        assert len({f.payment.payment_id for f in flight}) == 3
         row = shared_cluster.books("BankA").query("account_id == 'wes-acct'").iloc[0]
-        assert (held, row.balance_minor, row.available_minor) == (3000, 10000, 7000)
+        assert (row.held_minor, row.balance_minor, row.available_minor) == (3000, 10000, 7000)
     finally:
         shared_cluster.resume("BankB")
-        paying.join(60)
-        payer.close()
-    assert outcome["p"].status == pb.PAYMENT_STATUS_SUCCEEDED
-    wait_until(
-        lambda: "wes" not in set(shared_cluster.in_flight().get("username", [])),
-        TIMEOUT_S,
-        what="the payment settled",
-    )
+        for thread in paying:
+            thread.join(60)
+        for payer in payers:
+            payer.close()
+    assert [p.status for p in outcomes] == [pb.PAYMENT_STATUS_SUCCEEDED] * 3
+    wait_until(lambda: shared_cluster.in_flight().empty, TIMEOUT_S, what="the payments settled")
     row = shared_cluster.books("BankA").query("account_id == 'wes-acct'").iloc[0]
     assert (row.balance_minor, row.held_minor) == (7000, 0)
 
