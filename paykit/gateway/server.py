@@ -263,12 +263,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             page_size=size,
             after=after,
         )
-        last = found[-1] if more else None
+        token = ""
+        if more:  # the next page starts after this page's last payment
+            token = paging.encode_token(query, (found[-1].created_unix_ms, found[-1].payment_id))
         return pb.SearchPaymentsResponse(
-            payments=[payment_to_pb(p) for p in found],
-            next_page_token=paging.encode_token(query, (last.created_unix_ms, last.payment_id))
-            if last
-            else "",
+            payments=[payment_to_pb(p) for p in found], next_page_token=token
         )
 
 

@@ -80,6 +80,8 @@ def test_the_filter_applies_on_every_page(payer):
     assert ids == [p.payment_id for p in payer.search(counterparty="BankB/lea-acct", limit=None)]
     found = raw_search(payer, page_size=1000, counterparty="BankB/lea-acct").payments
     assert all("lea-acct" in (p.to_account, p.from_account) for p in found)
+    nothing = raw_search(payer, counterparty="BankB/nobody")
+    assert list(nothing.payments) == [] and nothing.next_page_token == ""
 
 
 def test_page_size_zero_is_the_default_and_negative_is_refused(payer):
