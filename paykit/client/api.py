@@ -34,6 +34,9 @@ from paykit.client.models import (
     STATUS_VALUES,
     Balance,
     Payment,
+    PaymentPage,
+    Registration,
+    SignIn,
     to_minor,
 )
 from paykit.client.notify import (
@@ -60,7 +63,7 @@ from paykit.core.errors import (
 from paykit.core.money import parse_amount
 from paykit.v1 import payment_pb2 as pb
 
-__all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "to_minor"]
+__all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "Registration", "SignIn", "to_minor"]
 
 # pay() waits this long for a connection before queuing, so it answers at once when the
 # gateway is down (a refused connection shows within milliseconds; this bounds a hung one).
@@ -165,11 +168,14 @@ class PaymentClient:
         bank: str = "",
         *,
         opening_balance_minor: int | None = None,
-    ) -> pb.RegisterResponse:
+    ) -> Registration:
+        """Creates a user and opens their account (bank "": the gateway's first bank)."""
         minor = to_minor(opening_balance, opening_balance_minor, opening=True)
-        return self.session.register(username, password, account_id, minor, bank)
+        return Registration.from_pb(
+            self.session.register(username, password, account_id, minor, bank)
+        )
 
-    def authenticate(self, username: str, password: str) -> pb.AuthenticateResponse:
+    def authenticate(self, username: str, password: str) -> SignIn:
         """Signs in; if this user has an outbox with payments waiting, sending them resumes."""
         before = self.session.username
         reply = self.session.authenticate(username, password)
@@ -181,7 +187,7 @@ class PaymentClient:
             self._notice(RESUMED_AUTH)
         else:
             self._open_outbox(create=False)
-        return reply
+        return SignIn.from_pb(reply)
 
     def logout(self) -> None:
         self.session.logout()
@@ -436,9 +442,7 @@ class PaymentClient:
             self.session.retrying("GetPayment", pb.GetPaymentRequest(payment_id=payment_id))
         )
 
-    def search_page(
-        self, *, page_size: int = 0, page_token: str = "", **filters
-    ) -> tuple[list[Payment], str]:
+    def search_page(self, *, page_size: int = 0, page_token: str = "", **filters) -> PaymentPage:
         """One page of the signed-in user's history, newest first, and the token of the next page
         ("" on the last). page_size 0 means the gateway's default (50); it gives at most 1000.
         Pass the filters (as for search) unchanged from page to page with the token."""
@@ -446,7 +450,7 @@ class PaymentClient:
         request = self._search_request(**filters)
         request.page_size, request.page_token = page_size, page_token
         reply = self.session.retrying("SearchPayments", request)
-        return [Payment.from_pb(p) for p in reply.payments], reply.next_page_token
+        return PaymentPage(tuple(map(Payment.from_pb, reply.payments)), reply.next_page_token)
 
     def search(self, *, limit: int | None = SEARCH_LIMIT_DEFAULT, **filters) -> list[Payment]:
         """The signed-in user's payments that match the filters, newest first: at most `limit`
@@ -460,8 +464,9 @@ class PaymentClient:
         token = ""
         while True:
             size = SEARCH_PAGE_MAX if wanted is None else min(wanted - len(found), SEARCH_PAGE_MAX)
-            page, token = self.search_page(page_size=size, page_token=token, **filters)
-            found += page
+            page = self.search_page(page_size=size, page_token=token, **filters)
+            found += page.payments
+            token = page.next_page_token
             if not token or (wanted is not None and len(found) >= wanted):
                 return found
 

@@ -15,6 +15,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     race_payments, race_debits, check_debit, ...       the racing-payments lesson
     HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
     PaymentForm                                        the ipywidgets payment form
+    grade                                              grade a lab (paykit.lab.grading)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "charts": "paykit.lab.charts",
     "FAILPOINTS": "paykit.core.failpoints",
     "PaymentForm": "paykit.client.widgets",
+    "grade": "paykit.lab.grading",
     "sequence_diagram": "paykit.lab.diagram",
     "sequence_steps": "paykit.lab.diagram",
     "table": "paykit.lab.display",

@@ -4,6 +4,7 @@ no CA ever made by a client, and a TLS mismatch reported as one, against real se
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from paykit import PaymentClient
+from paykit.client import exit_codes
 from paykit.client.bundle import ENV_VAR, find_client_bundle
 from paykit.core.config import TLSFiles
 from paykit.core.errors import ConnectFailed, InvalidInput, TLSFailure
@@ -32,17 +34,55 @@ def bundles(shared_cluster, tmp_path_factory):
     return right, wrong
 
 
-def run_client(cluster, cwd: Path, lines: str, *args: str, env: dict | None = None):
+def client_env(cwd: Path, env: dict | None) -> dict:
     base = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    return {**base, "PAYKIT_HOME": str(cwd / ".paykit"), **(env or {})}
+
+
+def client_cmd(cluster, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "paykit.cli",
+        "client",
+        "--gateway",
+        cluster.gateway_address,
+        *args,
+    ]
+
+
+def run_client(cluster, cwd: Path, lines: str, *args: str, env: dict | None = None):
+    """`paykit client` in a pipe, run from the folder `cwd`."""
     return subprocess.run(
-        [sys.executable, "-m", "paykit.cli", "client", "--gateway", cluster.gateway_address, *args],
+        client_cmd(cluster, *args),
         input=lines,
         cwd=cwd,
-        env={**base, "PAYKIT_HOME": str(cwd / ".paykit"), **(env or {})},
+        env=client_env(cwd, env),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
     )
+
+
+def started_on_a_terminal(cluster, cwd: Path, env: dict) -> str:
+    """What `paykit client` says on stderr when its stdin is a terminal (then it is told quit)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        client_cmd(cluster, "--history", str(cwd / "history")),
+        stdin=slave,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env={**client_env(cwd, env), "TERM": "dumb"},
+        text=True,
+    )
+    os.close(slave)
+    try:
+        os.write(master, b"quit\n")
+        _, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        os.close(master)
+    return err
 
 
 def test_the_flag_comes_before_the_variable_before_the_default_folder(bundles, tmp_path):
@@ -73,6 +113,8 @@ def test_the_client_says_which_bundle_it_uses_and_works_from_another_folder(
     shared_cluster, bundles, tmp_path
 ):
     right, _ = bundles
+    said = started_on_a_terminal(shared_cluster, tmp_path, {ENV_VAR: str(right)})
+    assert f"[CLIENT] client certificates from {right} ({ENV_VAR})" in said, said
     done = run_client(
         shared_cluster,
         tmp_path,
@@ -80,8 +122,7 @@ def test_the_client_says_which_bundle_it_uses_and_works_from_another_folder(
         env={ENV_VAR: str(right)},
     )
     said = done.stdout + done.stderr
-    assert f"[CLIENT] client certificates from {right} ({ENV_VAR})" in done.stderr, said
-    assert done.returncode == 0 and "rror" not in said, said
+    assert done.returncode == 0 and done.stderr == "", said  # in a pipe, stderr is for errors
     with shared_cluster.client() as check:  # the registration went through
         assert check.authenticate("mia", "password123").username == "mia", said
     assert not (tmp_path / ".paykit" / "pki").exists()
@@ -89,7 +130,7 @@ def test_the_client_says_which_bundle_it_uses_and_works_from_another_folder(
 
 def test_a_client_without_a_bundle_stops_with_a_clear_error(shared_cluster, tmp_path):
     done = run_client(shared_cluster, tmp_path, "balance\n")
-    assert done.returncode == 2
+    assert done.returncode == exit_codes.USAGE
     assert f"no client certificates in {tmp_path / '.paykit' / 'pki'} (the default folder)" in (
         done.stderr
     )
@@ -111,6 +152,7 @@ def test_a_bundle_of_another_ca_is_reported_as_a_tls_mismatch(shared_cluster, bu
         f"is not signed by the CA in {wrong}"
     ) in said, said
     assert "cannot reach" not in said
+    assert done.returncode == exit_codes.UNREACHABLE and done.stdout == "", said
 
 
 def test_a_certificate_the_gateway_does_not_accept_is_reported_at_once(

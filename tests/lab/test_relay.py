@@ -66,6 +66,17 @@ class EchoServer:
         finally:
             conn.close()
 
+    def wait_conns_closed(self) -> bool:
+        """True once every accepted connection's echo thread has closed it (they close on their own
+        thread after the peer goes, so a count of open descriptors must wait for them)."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            with self.lock:
+                if all(conn.fileno() == -1 for conn in self.conns):
+                    return True
+            time.sleep(0.01)
+        return False
+
     def close(self) -> None:
         self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept above
         self.listener.close()
@@ -262,6 +273,7 @@ def test_close_wakes_a_blocked_reader_and_leaves_no_thread_or_socket(echo):
     assert not thread.is_alive() and isinstance(woken[0], ConnectionResetError)
     sock.close()
     assert not [t for t in threading.enumerate() if t.name == "paykit-relays"]
+    assert echo.wait_conns_closed()  # the echo server's side, closed by its own thread
     assert open_fds() == fds  # listener, connections, the loop's selector: all closed
     with pytest.raises(Unavailable, match="closed"):
         relays.states()
