@@ -215,7 +215,10 @@ def cmd_pki_export(args) -> int:
     files = pki.export_bundle(source, args.role, Path(args.out), sans=tuple(args.san))
     names = ", ".join(p.name for p in pki.bundle_paths(files))
     print(f"[paykit] {args.role} bundle in {args.out}: {names}")
-    print(f"[paykit] copy that folder to the {args.role} host and give it --pki-dir")
+    if args.role == "operator":  # no paykit server runs with it: it reads the books
+        print("[paykit] it reads the books (OperatorService): grpcurl lines in docs/security.md")
+    else:
+        print(f"[paykit] copy that folder to the {args.role} host and give it --pki-dir")
     return 0
 
 

@@ -200,6 +200,7 @@ def test_pki_export_writes_the_operator_bundle_and_it_reads_the_books(
 ):
     root = shared_cluster.pki_dir  # the cluster's PKI root, which holds its CA
     assert cli.main(["pki", "export", "operator", str(tmp_path / "op"), "--dir", str(root)]) == 0
+    assert "OperatorService" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "op").iterdir()) == [
         "ca.pem",
         f"{OPERATOR_CN}.key",
