@@ -146,16 +146,23 @@ def cmd_gateway(args) -> int:
 
 def cmd_client(args) -> int:
     from paykit.client.api import PaymentClient
+    from paykit.client.bundle import find_client_bundle
     from paykit.client.line_editing import default_history_path
     from paykit.client.shell import Shell
 
+    # --pki-dir, else $PAYKIT_CERTS, else the default folder; never made here. Said on a
+    # terminal only: in a pipe, stderr holds errors alone (docs/client.md), and a TLS error
+    # names the folder anyway.
+    bundle = find_client_bundle(args.pki_dir)
+    if sys.stdin.isatty():
+        print(f"[CLIENT] {bundle.describe()}", file=sys.stderr)
     outbox_dir = Path(args.outbox_dir) if args.outbox_dir else None
     # Like the servers, the CLI client logs every call attempt (JSON lines, no secrets).
     log_path = (
         Path(args.log) if args.log else config.state_dir() / "logs" / f"client-{os.getpid()}.jsonl"
     )
     with PaymentClient(
-        args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir, log_path=log_path
+        args.gateway, tls=bundle.files, outbox_dir=outbox_dir, log_path=log_path
     ) as client:
         # exit codes, --json, where errors go: paykit.client.exit_codes and docs/client.md
         shell = Shell(client, default_bank=args.bank, err=sys.stderr, json=args.json)
@@ -284,7 +291,10 @@ def cmd_pki_export(args) -> int:
     files = pki.export_bundle(source, args.role, Path(args.out), sans=tuple(args.san))
     names = ", ".join(p.name for p in pki.bundle_paths(files))
     print(f"[paykit] {args.role} bundle in {args.out}: {names}")
-    print(f"[paykit] copy that folder to the {args.role} host and give it --pki-dir")
+    if args.role == "operator":  # no paykit server runs with it: it reads the books
+        print("[paykit] it reads the books (OperatorService): grpcurl lines in docs/security.md")
+    else:
+        print(f"[paykit] copy that folder to the {args.role} host and give it --pki-dir")
     return 0
 
 
@@ -427,7 +437,13 @@ def _add_client(sub) -> None:
         "--log",
         help="JSON-lines log of every call (default: <state folder>/logs/client-<pid>.jsonl)",
     )
-    p.add_argument("--pki-dir", help="folder of the dev PKI (default: <state folder>/pki)")
+    p.add_argument(
+        "--pki-dir",
+        "--certs",
+        dest="pki_dir",
+        help="the client's certificate bundle, or a PKI folder holding one in client/ (default: "
+        "$PAYKIT_CERTS, else <state folder>/pki); the client never creates certificates",
+    )
     p.add_argument(
         "--outbox-dir",
         help="folder of the offline outboxes, one file per gateway and user "
@@ -469,7 +485,11 @@ def _add_pki(sub) -> None:
         "export",
         help="write one role's bundle (CA certificate, its own keys) for another host",
     )
-    e.add_argument("role", metavar="ROLE", help="gateway, client or bank-NAME (e.g. bank-BankA)")
+    e.add_argument(
+        "role",
+        metavar="ROLE",
+        help="gateway, client, operator (the read-only OperatorService) or bank-NAME (bank-BankA)",
+    )
     e.add_argument("out", metavar="DIR", help="the folder to write (made 0700)")
     e.add_argument("--dir", help="the PKI folder that holds the CA (default: <state folder>/pki)")
     e.add_argument(

@@ -158,6 +158,15 @@ class Ledger:
             )
         return True
 
+    def accounts(self, *, after: str = "", limit: int) -> list[Balance]:
+        """At most `limit` accounts whose id sorts after `after`, by id (a keyset page)."""
+        rows = self.db.read().execute(
+            "SELECT account_id, balance_minor, held_minor FROM accounts WHERE account_id > ? "
+            "ORDER BY account_id LIMIT ?",
+            (after, limit),
+        )
+        return [Balance(r["account_id"], r["balance_minor"], r["held_minor"]) for r in rows]
+
     def balance(self, account_id: str) -> Balance:
         row = (
             self.db.read()

@@ -13,7 +13,7 @@ import threading
 import grpc
 
 from paykit.bank.ledger import Ledger, PrepareLeg, check_batch
-from paykit.core import eventlog, failpoints
+from paykit.core import eventlog, failpoints, paging
 from paykit.core.config import BankConfig, TLSFiles
 from paykit.core.errors import InvalidInput, PaykitError
 from paykit.core.twopc import CREDIT, DEBIT
@@ -26,6 +26,8 @@ from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
 RESOLVE_EVERY_S = 0.5
+ACCOUNTS_PAGE_DEFAULT = 500  # ListAccounts' page_size 0
+ACCOUNTS_PAGE_MAX = 5000  # a larger page_size is read as this
 LEGS = {pb.LEG_DEBIT: DEBIT, pb.LEG_CREDIT: CREDIT}
 
 
@@ -33,14 +35,33 @@ class BankServicer(pb_grpc.BankServicer):
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def _balance(self, account_id: str) -> pb.GetBalanceResponse:
+    def _balance(self, account_id: str) -> pb.BankGetBalanceResponse:
         b = self.ledger.balance(account_id)
-        return pb.GetBalanceResponse(
+        return pb.BankGetBalanceResponse(
             bank=self.ledger.bank,
             account_id=account_id,
             balance_minor=b.balance_minor,
             held_minor=b.held_minor,
             available_minor=b.available_minor,
+        )
+
+    @servicer_method
+    def ListAccounts(self, request, context):
+        size = paging.page_size(
+            request.page_size, default=ACCOUNTS_PAGE_DEFAULT, maximum=ACCOUNTS_PAGE_MAX
+        )
+        found = self.ledger.accounts(after=request.start_after_account_id, limit=size)
+        return pb.BankListAccountsResponse(
+            accounts=[
+                pb.Account(
+                    bank=self.ledger.bank,
+                    account_id=b.account_id,
+                    balance_minor=b.balance_minor,
+                    held_minor=b.held_minor,
+                    available_minor=b.available_minor,
+                )
+                for b in found
+            ]
         )
 
     @servicer_method
@@ -121,14 +142,14 @@ class BankServicer(pb_grpc.BankServicer):
         state = self.ledger.commit(request.txn_id)
         eventlog.event("2pc.committed", txn_id=request.txn_id, request_id=request_id())
         failpoints.hit("bank.after_commit_before_ack")
-        return pb.DecisionResponse(state=state)
+        return pb.CommitResponse(state=state)
 
     @servicer_method
     def Abort(self, request, context):
         note(txn_id=request.txn_id)
         state = self.ledger.abort(request.txn_id)
         eventlog.event("2pc.aborted", txn_id=request.txn_id, request_id=request_id())
-        return pb.DecisionResponse(state=state)
+        return pb.AbortResponse(state=state)
 
 
 def _prepare_leg(leg: pb.PrepareRequest) -> PrepareLeg:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Self
 
 from paykit.client import outbox as ob
+from paykit.client.bundle import find_client_bundle
 from paykit.client.drainer import DEFAULT_BACKOFF, Drainer, classify
 from paykit.client.log import open_client_log
 from paykit.client.models import (
@@ -33,6 +34,7 @@ from paykit.client.models import (
     STATUS_VALUES,
     Balance,
     Payment,
+    PaymentPage,
     Registration,
     SignIn,
     to_minor,
@@ -59,7 +61,6 @@ from paykit.core.errors import (
     from_reason,
 )
 from paykit.core.money import parse_amount
-from paykit.rpc.pki import CLIENT_CN, load_identity
 from paykit.v1 import payment_pb2 as pb
 
 __all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "Registration", "SignIn", "to_minor"]
@@ -68,6 +69,8 @@ __all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "Registration", "
 # gateway is down (a refused connection shows within milliseconds; this bounds a hung one).
 CONNECT_CHECK_S = 1.0
 CLOSE_WAIT_S = 5.0  # close() waits this long for the drainer's send in flight to end
+SEARCH_LIMIT_DEFAULT = 50  # search() without a limit, as the gateway's page_size 0
+SEARCH_PAGE_MAX = 1000  # the gateway gives at most this many a page
 
 
 class PaymentClient:
@@ -92,10 +95,9 @@ class PaymentClient:
         self.gateway = gateway
         self.outbox_dir = Path(outbox_dir) if outbox_dir else state_dir() / "outbox"
         self.backoff = backoff
-        # pki_dir: the client's bundle, or a PKI folder holding one (never issued here)
-        self.tls = tls or load_identity(
-            Path(pki_dir) if pki_dir else state_dir() / "pki", CLIENT_CN, issue=False
-        )
+        # pki_dir: the client's bundle, or a PKI folder holding one, else $PAYKIT_CERTS, else
+        # the default folder (paykit.client.bundle); never issued here.
+        self.tls = tls or find_client_bundle(pki_dir).files
         # log_path: one `rpc.client` JSON line per call attempt (see paykit.client.log).
         self._log = open_client_log(log_path, target=gateway) if log_path else None
         self.session = GatewaySession(
@@ -440,8 +442,36 @@ class PaymentClient:
             self.session.retrying("GetPayment", pb.GetPaymentRequest(payment_id=payment_id))
         )
 
-    def search(
-        self,
+    def search_page(self, *, page_size: int = 0, page_token: str = "", **filters) -> PaymentPage:
+        """One page of the signed-in user's history, newest first, and the token of the next page
+        ("" on the last). page_size 0 means the gateway's default (50); it gives at most 1000.
+        Pass the filters (as for search) unchanged from page to page with the token."""
+        self.session.require_auth()
+        request = self._search_request(**filters)
+        request.page_size, request.page_token = page_size, page_token
+        reply = self.session.retrying("SearchPayments", request)
+        return PaymentPage(tuple(map(Payment.from_pb, reply.payments)), reply.next_page_token)
+
+    def search(self, *, limit: int | None = SEARCH_LIMIT_DEFAULT, **filters) -> list[Payment]:
+        """The signed-in user's payments that match the filters, newest first: at most `limit`
+        (0 means the default, 50, as a page_size does), or every one with limit=None. It reads
+        as many pages as that takes. Filters: status, counterparty ("BANK/ACCOUNT" or
+        "ACCOUNT"), min_amount, max_amount (text amounts), since_unix_ms, until_unix_ms."""
+        if limit is not None and limit < 0:
+            raise InvalidInput(f"limit must not be negative (0 means {SEARCH_LIMIT_DEFAULT})")
+        wanted = None if limit is None else (limit or SEARCH_LIMIT_DEFAULT)
+        found: list[Payment] = []
+        token = ""
+        while True:
+            size = SEARCH_PAGE_MAX if wanted is None else min(wanted - len(found), SEARCH_PAGE_MAX)
+            page = self.search_page(page_size=size, page_token=token, **filters)
+            found += page.payments
+            token = page.next_page_token
+            if not token or (wanted is not None and len(found) >= wanted):
+                return found
+
+    @staticmethod
+    def _search_request(
         *,
         status: str = "",
         counterparty: str = "",
@@ -449,20 +479,14 @@ class PaymentClient:
         max_amount: str | None = None,
         since_unix_ms: int = 0,
         until_unix_ms: int = 0,
-        limit: int = 0,
-    ) -> list[Payment]:
-        self.session.require_auth()
+    ) -> pb.SearchPaymentsRequest:
         if status and status not in STATUS_VALUES:
             raise InvalidInput(f"status {status[:16]!r} is not one of {', '.join(STATUS_VALUES)}")
-        request = pb.SearchPaymentsRequest(
+        return pb.SearchPaymentsRequest(
             status=STATUS_VALUES.get(status, pb.PAYMENT_STATUS_UNSPECIFIED),
             counterparty=counterparty,
             min_amount_minor=parse_amount(min_amount) if min_amount else 0,
             max_amount_minor=parse_amount(max_amount) if max_amount else 0,
             since_unix_ms=since_unix_ms,
             until_unix_ms=until_unix_ms,
-            limit=limit,
         )
-        return [
-            Payment.from_pb(p) for p in self.session.retrying("SearchPayments", request).payments
-        ]

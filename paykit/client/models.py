@@ -183,6 +183,15 @@ class Payment:
         )
 
 
+@dataclass(frozen=True)
+class PaymentPage:
+    """One page of a search: its payments, newest first, and the token of the next page (empty
+    on the last; pass it back with the same filters)."""
+
+    payments: tuple[Payment, ...]
+    next_page_token: str = ""
+
+
 def to_minor(
     amount: str | Decimal | int | None, amount_minor: int | None, *, opening: bool = False
 ) -> int:

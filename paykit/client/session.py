@@ -15,6 +15,7 @@ from typing import Self
 
 import grpc
 
+from paykit.client.bundle import diagnose_tls
 from paykit.core.clock import Backoff
 from paykit.core.config import CALL_TIMEOUT_S, TLSFiles
 from paykit.core.errors import ConnectFailed, InProgress, NotAuthenticated, TLSFailure, Unavailable
@@ -46,6 +47,7 @@ class GatewaySession:
         interceptors: tuple = (),
     ) -> None:
         self.address = address
+        self.tls = tls
         self.timeout_s = timeout_s
         # only the real gateway
         self.raw_channel = secure_channel(address, tls, server_name=GATEWAY_CN)
@@ -89,8 +91,14 @@ class GatewaySession:
         return reply
 
     def _suspect_tls(self, err):
-        """Connections closed while connecting, again and again, mean the gateway refuses us."""
+        """A failed handshake, or a connection closed while connecting, is probed once to say
+        which certificate was refused (paykit.client.bundle); connections closed again and again
+        without a verdict also mean the gateway refuses us."""
         closed = isinstance(err, ConnectFailed) and err.metadata.get("cause") == SOCKET_CLOSED
+        if closed or isinstance(err, TLSFailure):
+            why = diagnose_tls(self.address, self.tls, GATEWAY_CN)
+            if why is not None:
+                return TLSFailure(why)
         self._closed_in_a_row = self._closed_in_a_row + 1 if closed else 0
         if self._closed_in_a_row < TLS_SUSPECT_CLOSES:
             return err

@@ -33,6 +33,8 @@ FIELD_MAX_CHARS: dict[str, int] = {
     "counterparty": 100,  # BANK/ACCOUNT
     "coordinator": 300,  # host:port
     "request_id": 64,  # a client's x-request-id, carried by a batched leg
+    "page_token": 200,  # paykit.core.paging: at most about 170 characters
+    "start_after_account_id": ACCOUNT_ID_MAX_LEN,
 }
 FIELD_MAX_CHARS_OTHER = 64  # a field this table does not name (a test keeps it complete)
 _ACCOUNT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")

@@ -116,8 +116,8 @@ class BankChannels:
 
     def decide(self, bank, txn_id, commit, timeout_s) -> None:
         if not self.batching:
-            decision = pb.DecisionRequest(txn_id=txn_id)
-            self.call(bank, "Commit" if commit else "Abort", decision, timeout_s)
+            request = pb.CommitRequest if commit else pb.AbortRequest
+            self.call(bank, "Commit" if commit else "Abort", request(txn_id=txn_id), timeout_s)
             return
         decision = pb.LegDecision(
             txn_id=txn_id,
@@ -170,11 +170,10 @@ class BankChannels:
         if _is_prepare(leg):  # a failure fails the batch: the batcher makes it a NO vote
             reply = stub.Prepare(leg.request, timeout=timeout_s, metadata=metadata)
             return Vote(reply.vote == pb.VOTE_YES, reply.reason, reply.message)
-        call = stub.Commit if leg.request.decision == pb.DECISION_COMMIT else stub.Abort
+        commit = leg.request.decision == pb.DECISION_COMMIT
+        call, request = (stub.Commit, pb.CommitRequest) if commit else (stub.Abort, pb.AbortRequest)
         try:
-            call(
-                pb.DecisionRequest(txn_id=leg.request.txn_id), timeout=timeout_s, metadata=metadata
-            )
+            call(request(txn_id=leg.request.txn_id), timeout=timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
             return from_rpc_error(exc)
         return None

@@ -47,8 +47,8 @@ CREATE INDEX IF NOT EXISTS payments_by_key ON payments (username, idempotency_ke
 
 PENDING, SUCCEEDED, FAILED = PaymentStatus.PENDING, PaymentStatus.SUCCEEDED, PaymentStatus.FAILED
 STATUSES = tuple(PaymentStatus)
-SEARCH_LIMIT_DEFAULT = 50
-SEARCH_LIMIT_MAX = 1000
+SEARCH_PAGE_DEFAULT = 50  # a search's page_size 0
+SEARCH_PAGE_MAX = 1000  # a larger page_size is read as this (AIP-158)
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,26 @@ def unsettled(
     return [PaymentRecord.from_row(r) for r in rows]
 
 
+def in_flight(
+    conn: sqlite3.Connection, *, limit: int, after: tuple[int, str] | None = None
+) -> list[PaymentRecord]:
+    """At most `limit` payments not settled yet (undecided, or decided and not applied by both
+    banks), oldest first, starting after the (created_unix_ms, payment_id) keyset `after`."""
+    keyset, args = "", {"limit": limit}
+    if after is not None:
+        keyset = (
+            " AND created_unix_ms >= :after_ms AND NOT (created_unix_ms = :after_ms "
+            "AND payment_id <= :after_id)"
+        )
+        args.update(after_ms=after[0], after_id=after[1])
+    rows = conn.execute(
+        f"SELECT * FROM payments WHERE settled_unix_ms IS NULL{keyset} "
+        "ORDER BY created_unix_ms, payment_id LIMIT :limit",
+        args,
+    )
+    return [PaymentRecord.from_row(r) for r in rows]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchFilter:
     status: str = ""
@@ -202,7 +222,6 @@ class SearchFilter:
     max_amount_minor: int = 0
     since_unix_ms: int = 0
     until_unix_ms: int = 0
-    limit: int = SEARCH_LIMIT_DEFAULT
 
     def check(self) -> SearchFilter:
         if self.status and self.status not in STATUSES:
@@ -217,17 +236,22 @@ class SearchFilter:
             raise InvalidInput(
                 "min amount is larger than max amount", metadata={"field": "min_amount_minor"}
             )
-        if not 0 <= self.limit <= SEARCH_LIMIT_MAX:
-            raise InvalidInput(
-                f"limit must be between 1 and {SEARCH_LIMIT_MAX}", metadata={"field": "limit"}
-            )
         return self
 
 
 def search(
-    conn: sqlite3.Connection, username: str, bank: str, account: str, f: SearchFilter
-) -> list[PaymentRecord]:
-    """The user's own history: payments they made, and payments made to their account."""
+    conn: sqlite3.Connection,
+    username: str,
+    bank: str,
+    account: str,
+    f: SearchFilter,
+    *,
+    page_size: int,
+    after: tuple[int, str] | None = None,
+) -> tuple[list[PaymentRecord], bool]:
+    """One page of the user's own history (payments they made, and payments made to their
+    account), newest first, and whether more follow. `after` is the (created_unix_ms,
+    payment_id) of the previous page's last payment: the page starts strictly after it."""
     where, args = [], []
     if f.status:
         where.append(
@@ -255,9 +279,14 @@ def search(
     ):
         if value:
             where.append(f"{column} {op} {int(value)}")
-    params = dict(
-        args, me=username, bank=bank, account=account, limit=f.limit or SEARCH_LIMIT_DEFAULT
-    )
+    if after is not None:  # a keyset: the rows past the last one of the previous page
+        where.append(
+            "created_unix_ms <= :after_ms AND NOT (created_unix_ms = :after_ms "
+            "AND payment_id <= :after_id)"
+        )
+        args += [("after_ms", after[0]), ("after_id", after[1])]
+    # One row more than the page: it says whether another page follows.
+    params = dict(args, me=username, bank=bank, account=account, limit=page_size + 1)
     extra = "".join(f" AND {w}" for w in where)
     # Two index range scans (mine, and to my account), each newest first and stopped after
     # `limit` rows, then merged: the cost follows the page asked for, not the size of the history.
@@ -268,4 +297,5 @@ def search(
         f":account{extra} "
         f"{newest}) {newest}"
     )
-    return [PaymentRecord.from_row(r) for r in conn.execute(sql, params)]
+    found = [PaymentRecord.from_row(r) for r in conn.execute(sql, params)]
+    return found[:page_size], len(found) > page_size

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import astuple
 from pathlib import Path
 
 import grpc
 
-from paykit.core import eventlog
+from paykit.core import eventlog, paging
 from paykit.core.config import GatewayConfig
 from paykit.core.db import Database
 from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, field_of
@@ -17,6 +18,7 @@ from paykit.core.twopc import Decision
 from paykit.gateway import idempotency, payments, users
 from paykit.gateway.banks import BankChannels
 from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
+from paykit.gateway.operator import OperatorServicer
 from paykit.gateway.payments import PaymentRecord, SearchFilter
 from paykit.gateway.throttle import PeerBudget, SignInThrottle
 from paykit.rpc.interceptors import bearer_token, current_user, note, peer_host
@@ -180,8 +182,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         other_bank = request.bank and request.bank != user.bank
         if other_bank or (request.account_id and request.account_id != user.account_id):
             raise PermissionDenied("you can see only your own balance")
-        return self.banks.call(
-            user.bank, "GetBalance", pb.BankBalanceRequest(account_id=user.account_id)
+        b = self.banks.call(
+            user.bank, "GetBalance", pb.BankGetBalanceRequest(account_id=user.account_id)
+        )
+        return pb.GetBalanceResponse(
+            bank=b.bank,
+            account_id=b.account_id,
+            balance_minor=b.balance_minor,
+            held_minor=b.held_minor,
+            available_minor=b.available_minor,
         )
 
     @servicer_method
@@ -236,10 +245,30 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             max_amount_minor=request.max_amount_minor,
             since_unix_ms=request.since_unix_ms,
             until_unix_ms=request.until_unix_ms,
-            limit=request.limit,
         ).check()
-        found = payments.search(self.db.read(), user.username, user.bank, user.account_id, f)
-        return pb.SearchPaymentsResponse(payments=[payment_to_pb(p) for p in found])
+        size = paging.page_size(
+            request.page_size,
+            default=payments.SEARCH_PAGE_DEFAULT,
+            maximum=payments.SEARCH_PAGE_MAX,
+        )
+        # A token belongs to one user's search with one filter (page_size may change).
+        query = paging.fingerprint("SearchPayments", user.username, *astuple(f))
+        after = paging.decode_token(request.page_token, query, (int, str))
+        found, more = payments.search(
+            self.db.read(),
+            user.username,
+            user.bank,
+            user.account_id,
+            f,
+            page_size=size,
+            after=after,
+        )
+        token = ""
+        if more:  # the next page starts after this page's last payment
+            token = paging.encode_token(query, (found[-1].created_unix_ms, found[-1].payment_id))
+        return pb.SearchPaymentsResponse(
+            payments=[payment_to_pb(p) for p in found], next_page_token=token
+        )
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
@@ -342,6 +371,11 @@ def serve(cfg: GatewayConfig, *, exit_on_stdin_eof: bool = False) -> None:
                 pb_grpc.add_CoordinatorServicer_to_server,
                 CoordinatorServicer(coordinator),
                 SERVICE_NAMES["Coordinator"],
+            ),
+            (
+                pb_grpc.add_OperatorServiceServicer_to_server,
+                OperatorServicer(db, banks, payment_to_pb),
+                SERVICE_NAMES["OperatorService"],
             ),
         ]
     )

@@ -42,12 +42,21 @@ from typing import Self
 
 from paykit import packaged
 from paykit.client.api import PaymentClient
+from paykit.client.operator import OperatorClient
 from paykit.client.session import GatewaySession
 from paykit.core import failpoints as fp
 from paykit.core.config import PREPARE_TIMEOUT_S
 from paykit.core.errors import InvalidInput, Unavailable
 from paykit.lab.relay import BOTH, LinkState, Relays
-from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, init_pki, role_folder
+from paykit.rpc.pki import (
+    CLIENT_CN,
+    GATEWAY_CN,
+    OPERATOR_CN,
+    bank_cn,
+    ensure_identity,
+    init_pki,
+    role_folder,
+)
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
@@ -502,6 +511,40 @@ class LocalCluster:
         # resent to another one that happens to reuse the port later.
         kwargs.setdefault("outbox_dir", self.data_dir / "outbox")
         return PaymentClient(self.gateway_address, tls=tls, **kwargs)
+
+    def operator(self) -> OperatorClient:
+        """A client of the gateway's read-only OperatorService, with the operator certificate
+        (issued from this cluster's CA on first use)."""
+        return OperatorClient(self.gateway_address, ensure_identity(self.pki_dir, OPERATOR_CN))
+
+    def books(self, bank: str = ""):
+        """Every bank's accounts (or one bank's) as the OperatorService reports them: a pandas
+        DataFrame (bank, account_id, balance_minor, held_minor, available_minor); banks that did
+        not answer are in .attrs["unreachable"]."""
+        import pandas as pd
+
+        with self.operator() as operator:
+            found = operator.accounts(bank)
+        columns = ["bank", "account_id", "balance_minor", "held_minor", "available_minor"]
+        df = pd.DataFrame([asdict(b) for b in found.accounts], columns=columns)
+        df.attrs["unreachable"] = found.unreachable
+        return df
+
+    def in_flight(self):
+        """The payments not settled yet, oldest first, as a pandas DataFrame."""
+        import pandas as pd
+
+        with self.operator() as operator:
+            rows = [
+                {
+                    **asdict(f.payment),
+                    "username": f.username,
+                    "debit_acked": f.debit_acked,
+                    "credit_acked": f.credit_acked,
+                }
+                for f in operator.in_flight()
+            ]
+        return pd.DataFrame(rows)
 
 
 @atexit.register

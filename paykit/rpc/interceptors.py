@@ -24,7 +24,7 @@ from paykit.core import eventlog
 from paykit.core.errors import InvalidInput, NotAuthenticated, PaykitError, PermissionDenied
 from paykit.core.ids import too_long
 from paykit.rpc.dispatch import Pool, end_with
-from paykit.rpc.pki import BANK_CN_PREFIX, CLIENT_CN, GATEWAY_CN
+from paykit.rpc.pki import BANK_CN_PREFIX, CLIENT_CN, GATEWAY_CN, OPERATOR_CN
 from paykit.rpc.status import abort, to_status
 
 
@@ -40,6 +40,8 @@ class Access(enum.Enum):
     USER = "user"  # a client certificate and a valid token
     GATEWAY = "gateway"  # the gateway's certificate only (bank-internal)
     BANK = "bank"  # a bank's certificate only (the coordinator's decision query)
+    OPERATOR = "operator"  # the operator's certificate only (the read-only OperatorService)
+    BOOKS = "books"  # the gateway's or the operator's certificate (a bank's read-only list)
 
 
 # Every RPC any paykit server serves. A test walks the service descriptors so a new RPC
@@ -58,7 +60,10 @@ ACCESS: dict[str, Access] = {
     "/paykit.v1.Bank/Commit": Access.GATEWAY,
     "/paykit.v1.Bank/Abort": Access.GATEWAY,
     "/paykit.v1.Bank/Exchange": Access.GATEWAY,
+    "/paykit.v1.Bank/ListAccounts": Access.BOOKS,
     "/paykit.v1.Coordinator/GetDecision": Access.BANK,
+    "/paykit.v1.OperatorService/ListAccounts": Access.OPERATOR,
+    "/paykit.v1.OperatorService/ListInFlightPayments": Access.OPERATOR,
     "/grpc.health.v1.Health/Check": Access.OPEN,
     "/grpc.health.v1.Health/Watch": Access.OPEN,
     "/grpc.health.v1.Health/List": Access.OPEN,
@@ -289,6 +294,8 @@ class AuthorizationInterceptor(_PerMethod):
             Access.USER: cn == CLIENT_CN,
             Access.GATEWAY: cn == GATEWAY_CN,
             Access.BANK: cn.startswith(BANK_CN_PREFIX),
+            Access.OPERATOR: cn == OPERATOR_CN,
+            Access.BOOKS: cn in (GATEWAY_CN, OPERATOR_CN),
         }[access]
         if not allowed:
             return PermissionDenied(f"a {cn[:64] or 'anonymous'} certificate may not call {method}")

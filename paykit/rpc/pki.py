@@ -11,6 +11,8 @@ A PKI root holds the CA apart from the bundles (docs/security.md, "The dev PKI")
                           paykit-gateway.client.pem/.key (clientAuth: its calls to the banks)
     <root>/bank-<Name>/   the same for that bank (its client identity asks for decisions)
     <root>/client/        ca.pem, paykit-client.pem/.key (clientAuth only)
+    <root>/operator/      ca.pem, paykit-operator.pem/.key (clientAuth only): the read-only
+                          OperatorService (every bank's books); made when first exported
 
 A process is given its bundle, or a root that holds it: a client never holds a server key or
 the CA key, and `paykit pki export ROLE DIR` writes one role's bundle for another host.
@@ -34,6 +36,9 @@ from paykit.core.errors import InvalidInput
 
 GATEWAY_CN = "paykit-gateway"
 CLIENT_CN = "paykit-client"
+OPERATOR_CN = "paykit-operator"
+# Roles that only call (one clientAuth certificate, no server identity).
+CALLER_CNS = frozenset({CLIENT_CN, OPERATOR_CN})
 BANK_CN_PREFIX = "paykit-bank-"
 CERT_VALID_DAYS = 365
 DEFAULT_SANS = ("localhost", "127.0.0.1", "::1")
@@ -54,11 +59,13 @@ def role_folder(common_name: str) -> str:
 
 def role_common_name(role: str) -> str:
     """The common name of a role as `paykit pki export` names it (gateway, client, bank-NAME)."""
-    if role in ("gateway", "client"):
+    if role in ("gateway", "client", "operator"):
         return "paykit-" + role
     if role.startswith("bank-") and len(role) > len("bank-"):
         return bank_cn(role.removeprefix("bank-"))
-    raise InvalidInput(f"unknown role {role[:40]!r}: use gateway, client or bank-NAME (bank-BankA)")
+    raise InvalidInput(
+        f"unknown role {role[:40]!r}: use gateway, client, operator or bank-NAME (bank-BankA)"
+    )
 
 
 def _private_dir(path: Path) -> Path:
@@ -163,7 +170,7 @@ def _issue(ca_dir: Path, out: Path, common_name: str, sans: tuple[str, ...] | No
         builder = builder.add_extension(
             x509.SubjectAlternativeName(_san_entries(sans)), critical=False
         )
-    name = common_name + (CLIENT_SUFFIX if sans is None and common_name != CLIENT_CN else "")
+    name = common_name + (CLIENT_SUFFIX if sans is None and common_name not in CALLER_CNS else "")
     _write_private(out / f"{name}.key", _key_pem(key))
     cert = builder.sign(ca_key, hashes.SHA256())
     (out / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -171,7 +178,7 @@ def _issue(ca_dir: Path, out: Path, common_name: str, sans: tuple[str, ...] | No
 
 def bundle_files(bundle: Path, common_name: str) -> TLSFiles:
     """The files of `common_name`'s bundle in folder `bundle` (they may not exist yet)."""
-    server_role = common_name != CLIENT_CN
+    server_role = common_name not in CALLER_CNS
     return TLSFiles(
         ca=bundle / "ca.pem",
         cert=bundle / f"{common_name}.pem",
@@ -227,7 +234,7 @@ def ensure_identity(pki_dir: Path, common_name: str, *, sans: tuple[str, ...] = 
     # gateway's channel to BankA accepts only a certificate for "paykit-bank-BankA" (see
     # rpc.secure_channel's server_name), whatever host it dials.
     sans = (common_name, *sans)
-    if common_name == CLIENT_CN:
+    if common_name in CALLER_CNS:
         if not files.cert.exists() or not files.key.exists():
             _issue(ca_dir, bundle, common_name, None)
         return files
@@ -244,7 +251,7 @@ def ensure_identity(pki_dir: Path, common_name: str, *, sans: tuple[str, ...] = 
 
 def _bundle_covering(bundle: Path, common_name: str, sans: tuple[str, ...]) -> TLSFiles:
     files = bundle_files(bundle, common_name)
-    if common_name != CLIENT_CN and sans:
+    if common_name not in CALLER_CNS and sans:
         missing = {_san_text(s) for s in sans} - set(cert_sans(files.cert))
         if missing:
             raise InvalidInput(

@@ -183,5 +183,5 @@ class Server:
 
 SERVICE_NAMES = {
     name: payment_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("Gateway", "Bank", "Coordinator")
+    for name in ("Gateway", "Bank", "Coordinator", "OperatorService")
 }

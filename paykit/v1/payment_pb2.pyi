@@ -174,7 +174,7 @@ class GetPaymentRequest(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ...) -> None: ...
 
 class SearchPaymentsRequest(_message.Message):
-    __slots__ = ("username", "status", "counterparty", "min_amount_minor", "max_amount_minor", "since_unix_ms", "until_unix_ms", "limit")
+    __slots__ = ("username", "status", "counterparty", "min_amount_minor", "max_amount_minor", "since_unix_ms", "until_unix_ms", "page_size", "page_token")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     COUNTERPARTY_FIELD_NUMBER: _ClassVar[int]
@@ -182,7 +182,8 @@ class SearchPaymentsRequest(_message.Message):
     MAX_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     UNTIL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     username: str
     status: PaymentStatus
     counterparty: str
@@ -190,14 +191,17 @@ class SearchPaymentsRequest(_message.Message):
     max_amount_minor: int
     since_unix_ms: int
     until_unix_ms: int
-    limit: int
-    def __init__(self, username: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., counterparty: _Optional[str] = ..., min_amount_minor: _Optional[int] = ..., max_amount_minor: _Optional[int] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, username: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., counterparty: _Optional[str] = ..., min_amount_minor: _Optional[int] = ..., max_amount_minor: _Optional[int] = ..., since_unix_ms: _Optional[int] = ..., until_unix_ms: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class SearchPaymentsResponse(_message.Message):
-    __slots__ = ("payments",)
+    __slots__ = ("payments", "next_page_token")
     PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     payments: _containers.RepeatedCompositeFieldContainer[Payment]
-    def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class OpenAccountRequest(_message.Message):
     __slots__ = ("account_id", "opening_balance_minor", "opened_for")
@@ -217,11 +221,39 @@ class OpenAccountResponse(_message.Message):
     account_id: str
     def __init__(self, bank: _Optional[str] = ..., account_id: _Optional[str] = ...) -> None: ...
 
-class BankBalanceRequest(_message.Message):
+class BankListAccountsRequest(_message.Message):
+    __slots__ = ("page_size", "start_after_account_id")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    start_after_account_id: str
+    def __init__(self, page_size: _Optional[int] = ..., start_after_account_id: _Optional[str] = ...) -> None: ...
+
+class BankListAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ...) -> None: ...
+
+class BankGetBalanceRequest(_message.Message):
     __slots__ = ("account_id",)
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class BankGetBalanceResponse(_message.Message):
+    __slots__ = ("bank", "account_id", "balance_minor", "held_minor", "available_minor")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    account_id: str
+    balance_minor: int
+    held_minor: int
+    available_minor: int
+    def __init__(self, bank: _Optional[str] = ..., account_id: _Optional[str] = ..., balance_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., available_minor: _Optional[int] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
     __slots__ = ("txn_id", "leg", "account_id", "amount_minor", "coordinator", "request_id")
@@ -249,13 +281,25 @@ class PrepareResponse(_message.Message):
     message: str
     def __init__(self, vote: _Optional[_Union[Vote, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
-class DecisionRequest(_message.Message):
+class CommitRequest(_message.Message):
     __slots__ = ("txn_id",)
     TXN_ID_FIELD_NUMBER: _ClassVar[int]
     txn_id: str
     def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
 
-class DecisionResponse(_message.Message):
+class CommitResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    def __init__(self, state: _Optional[str] = ...) -> None: ...
+
+class AbortRequest(_message.Message):
+    __slots__ = ("txn_id",)
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    txn_id: str
+    def __init__(self, txn_id: _Optional[str] = ...) -> None: ...
+
+class AbortResponse(_message.Message):
     __slots__ = ("state",)
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: str
@@ -308,3 +352,65 @@ class GetDecisionResponse(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     def __init__(self, decision: _Optional[_Union[Decision, str]] = ...) -> None: ...
+
+class Account(_message.Message):
+    __slots__ = ("bank", "account_id", "balance_minor", "held_minor", "available_minor")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    account_id: str
+    balance_minor: int
+    held_minor: int
+    available_minor: int
+    def __init__(self, bank: _Optional[str] = ..., account_id: _Optional[str] = ..., balance_minor: _Optional[int] = ..., held_minor: _Optional[int] = ..., available_minor: _Optional[int] = ...) -> None: ...
+
+class ListAccountsRequest(_message.Message):
+    __slots__ = ("bank", "page_size", "page_token")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    page_size: int
+    page_token: str
+    def __init__(self, bank: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAccountsResponse(_message.Message):
+    __slots__ = ("accounts", "next_page_token", "unreachable")
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[Account]
+    next_page_token: str
+    unreachable: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[Account, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., unreachable: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListInFlightPaymentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class InFlightPayment(_message.Message):
+    __slots__ = ("payment", "username", "debit_acked", "credit_acked")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ACKED_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_ACKED_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    username: str
+    debit_acked: bool
+    credit_acked: bool
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., username: _Optional[str] = ..., debit_acked: _Optional[bool] = ..., credit_acked: _Optional[bool] = ...) -> None: ...
+
+class ListInFlightPaymentsResponse(_message.Message):
+    __slots__ = ("payments", "next_page_token")
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    payments: _containers.RepeatedCompositeFieldContainer[InFlightPayment]
+    next_page_token: str
+    def __init__(self, payments: _Optional[_Iterable[_Union[InFlightPayment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -30,6 +30,10 @@ class GatewayStub:
 
     What clients call. Register and Authenticate need only a client
     certificate; everything else also needs a token from Authenticate.
+
+    The services are named without buf's "Service" suffix because the name is in every method's
+    path (/paykit.v1.Gateway/Pay): renaming would break every client, log reader and grpcurl line.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def __init__(self, channel):
@@ -80,6 +84,10 @@ class GatewayServicer:
 
     What clients call. Register and Authenticate need only a client
     certificate; everything else also needs a token from Authenticate.
+
+    The services are named without buf's "Service" suffix because the name is in every method's
+    path (/paykit.v1.Gateway/Pay): renaming would break every client, log reader and grpcurl line.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def Register(self, request, context):
@@ -118,7 +126,9 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPayment(self, request, context):
-        """One payment of the signed-in user, by id.
+        """One payment of the signed-in user, by id. It returns the resource itself, as a standard
+        Get does in Google's AIP-131, rather than a GetPaymentResponse wrapping it.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,6 +192,10 @@ class Gateway:
 
     What clients call. Register and Authenticate need only a client
     certificate; everything else also needs a token from Authenticate.
+
+    The services are named without buf's "Service" suffix because the name is in every method's
+    path (/paykit.v1.Gateway/Pay): renaming would break every client, log reader and grpcurl line.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     @staticmethod
@@ -378,6 +392,7 @@ class BankStub:
     """---------------------------------------------------------------- Bank
 
     What the gateway calls on each bank. Only the gateway's certificate may.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def __init__(self, channel):
@@ -393,8 +408,8 @@ class BankStub:
                 _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/paykit.v1.Bank/GetBalance',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.BankBalanceRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.GetBalanceResponse.FromString,
+                request_serializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceResponse.FromString,
                 _registered_method=True)
         self.Prepare = channel.unary_unary(
                 '/paykit.v1.Bank/Prepare',
@@ -403,18 +418,23 @@ class BankStub:
                 _registered_method=True)
         self.Commit = channel.unary_unary(
                 '/paykit.v1.Bank/Commit',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+                request_serializer=paykit_dot_v1_dot_payment__pb2.CommitRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.CommitResponse.FromString,
                 _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/paykit.v1.Bank/Abort',
-                request_serializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-                response_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+                request_serializer=paykit_dot_v1_dot_payment__pb2.AbortRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.AbortResponse.FromString,
                 _registered_method=True)
         self.Exchange = channel.unary_unary(
                 '/paykit.v1.Bank/Exchange',
                 request_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.SerializeToString,
                 response_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/paykit.v1.Bank/ListAccounts',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsResponse.FromString,
                 _registered_method=True)
 
 
@@ -422,6 +442,7 @@ class BankServicer:
     """---------------------------------------------------------------- Bank
 
     What the gateway calls on each bank. Only the gateway's certificate may.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def OpenAccount(self, request, context):
@@ -432,7 +453,8 @@ class BankServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBalance(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One account's balance and holds.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -471,6 +493,14 @@ class BankServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccounts(self, request, context):
+        """Read only: the bank's accounts with balance and holds, by account id, for the
+        OperatorService (the gateway's certificate, or the operator's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BankServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -481,8 +511,8 @@ def add_BankServicer_to_server(servicer, server):
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.BankBalanceRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.GetBalanceResponse.SerializeToString,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.BankGetBalanceResponse.SerializeToString,
             ),
             'Prepare': grpc.unary_unary_rpc_method_handler(
                     servicer.Prepare,
@@ -491,18 +521,23 @@ def add_BankServicer_to_server(servicer, server):
             ),
             'Commit': grpc.unary_unary_rpc_method_handler(
                     servicer.Commit,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.SerializeToString,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.CommitRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.CommitResponse.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
-                    request_deserializer=paykit_dot_v1_dot_payment__pb2.DecisionRequest.FromString,
-                    response_serializer=paykit_dot_v1_dot_payment__pb2.DecisionResponse.SerializeToString,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.AbortRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.AbortResponse.SerializeToString,
             ),
             'Exchange': grpc.unary_unary_rpc_method_handler(
                     servicer.Exchange,
                     request_deserializer=paykit_dot_v1_dot_payment__pb2.ExchangeRequest.FromString,
                     response_serializer=paykit_dot_v1_dot_payment__pb2.ExchangeResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.BankListAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +551,7 @@ class Bank:
     """---------------------------------------------------------------- Bank
 
     What the gateway calls on each bank. Only the gateway's certificate may.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     @staticmethod
@@ -560,8 +596,8 @@ class Bank:
             request,
             target,
             '/paykit.v1.Bank/GetBalance',
-            paykit_dot_v1_dot_payment__pb2.BankBalanceRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.GetBalanceResponse.FromString,
+            paykit_dot_v1_dot_payment__pb2.BankGetBalanceRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.BankGetBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -614,8 +650,8 @@ class Bank:
             request,
             target,
             '/paykit.v1.Bank/Commit',
-            paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+            paykit_dot_v1_dot_payment__pb2.CommitRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.CommitResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -641,8 +677,8 @@ class Bank:
             request,
             target,
             '/paykit.v1.Bank/Abort',
-            paykit_dot_v1_dot_payment__pb2.DecisionRequest.SerializeToString,
-            paykit_dot_v1_dot_payment__pb2.DecisionResponse.FromString,
+            paykit_dot_v1_dot_payment__pb2.AbortRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.AbortResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -680,12 +716,40 @@ class Bank:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.Bank/ListAccounts',
+            paykit_dot_v1_dot_payment__pb2.BankListAccountsRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.BankListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CoordinatorStub:
     """---------------------------------------------------------------- Coordinator
 
     What a bank asks the gateway about a transaction it prepared. Only a bank's
     certificate may call it.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def __init__(self, channel):
@@ -706,6 +770,7 @@ class CoordinatorServicer:
 
     What a bank asks the gateway about a transaction it prepared. Only a bank's
     certificate may call it.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     def GetDecision(self, request, context):
@@ -735,6 +800,7 @@ class Coordinator:
 
     What a bank asks the gateway about a transaction it prepared. Only a bank's
     certificate may call it.
+    buf:lint:ignore SERVICE_SUFFIX
     """
 
     @staticmethod
@@ -754,6 +820,148 @@ class Coordinator:
             '/paykit.v1.Coordinator/GetDecision',
             paykit_dot_v1_dot_payment__pb2.GetDecisionRequest.SerializeToString,
             paykit_dot_v1_dot_payment__pb2.GetDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class OperatorServiceStub:
+    """---------------------------------------------------------------- Operator
+
+    The whole system as a teacher, an operator or an outside checker sees it, read only: every
+    bank's accounts with balance and holds, and the payments in flight, without signing in as
+    any user. The gateway serves it (asking each bank with Bank.ListAccounts), for the operator's
+    certificate (paykit-operator) only: a client certificate is PERMISSION_DENIED. Pages as in
+    Google's AIP-158 (page_size 0 means the default, more than the maximum is read as the
+    maximum, a token must come from the same query).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAccounts = channel.unary_unary(
+                '/paykit.v1.OperatorService/ListAccounts',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.ListInFlightPayments = channel.unary_unary(
+                '/paykit.v1.OperatorService/ListInFlightPayments',
+                request_serializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsRequest.SerializeToString,
+                response_deserializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsResponse.FromString,
+                _registered_method=True)
+
+
+class OperatorServiceServicer:
+    """---------------------------------------------------------------- Operator
+
+    The whole system as a teacher, an operator or an outside checker sees it, read only: every
+    bank's accounts with balance and holds, and the payments in flight, without signing in as
+    any user. The gateway serves it (asking each bank with Bank.ListAccounts), for the operator's
+    certificate (paykit-operator) only: a client certificate is PERMISSION_DENIED. Pages as in
+    Google's AIP-158 (page_size 0 means the default, more than the maximum is read as the
+    maximum, a token must come from the same query).
+    """
+
+    def ListAccounts(self, request, context):
+        """Every account of every bank (or of one), by bank then account id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInFlightPayments(self, request, context):
+        """The payments not settled yet, oldest first: no decision yet, or decided but not yet
+        applied by both banks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OperatorServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.ListAccountsRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'ListInFlightPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInFlightPayments,
+                    request_deserializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsRequest.FromString,
+                    response_serializer=paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'paykit.v1.OperatorService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('paykit.v1.OperatorService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class OperatorService:
+    """---------------------------------------------------------------- Operator
+
+    The whole system as a teacher, an operator or an outside checker sees it, read only: every
+    bank's accounts with balance and holds, and the payments in flight, without signing in as
+    any user. The gateway serves it (asking each bank with Bank.ListAccounts), for the operator's
+    certificate (paykit-operator) only: a client certificate is PERMISSION_DENIED. Pages as in
+    Google's AIP-158 (page_size 0 means the default, more than the maximum is read as the
+    maximum, a token must come from the same query).
+    """
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.OperatorService/ListAccounts',
+            paykit_dot_v1_dot_payment__pb2.ListAccountsRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInFlightPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paykit.v1.OperatorService/ListInFlightPayments',
+            paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsRequest.SerializeToString,
+            paykit_dot_v1_dot_payment__pb2.ListInFlightPaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from paykit import Balance, Payment, Registration, SignIn
+from paykit.client.models import PaymentPage
 from tests.conftest import PASSWORD
 
 
@@ -19,6 +20,7 @@ def test_every_reply_of_the_api_is_a_dataclass_and_the_token_stays_out_of_sight(
     replies["pay"] = client.pay("BankB", "recipient123", "1")
     replies["get_payment"] = client.get_payment(replies["pay"].payment_id)
     replies["search"] = client.search()[0]
+    replies["search_page"] = client.search_page(page_size=1)
     kinds = {name: type(reply) for name, reply in replies.items()}
     assert kinds == {
         "register": Registration,
@@ -27,6 +29,7 @@ def test_every_reply_of_the_api_is_a_dataclass_and_the_token_stays_out_of_sight(
         "pay": Payment,
         "get_payment": Payment,
         "search": Payment,
+        "search_page": PaymentPage,
     }
     for name, reply in replies.items():
         assert dataclasses.is_dataclass(reply), name

@@ -22,7 +22,7 @@ from paykit.rpc.pki import CLIENT_CN, ensure_identity
 
 # What each kind of server serves, besides health and reflection.
 SERVICES = {
-    GATEWAY: ("paykit.v1.Gateway", "paykit.v1.Coordinator"),
+    GATEWAY: ("paykit.v1.Gateway", "paykit.v1.Coordinator", "paykit.v1.OperatorService"),
     "BankA": ("paykit.v1.Bank",),
     "BankB": ("paykit.v1.Bank",),
 }

@@ -117,11 +117,11 @@ def test_register_names_the_field_that_is_wrong(cluster, username, password, fie
 def test_search_names_the_field_that_is_wrong(alice):
     with pytest.raises(grpc.RpcError) as caught:
         alice.session.stub.SearchPayments(
-            pb.SearchPaymentsRequest(limit=5000),
+            pb.SearchPaymentsRequest(page_size=-1),
             timeout=5,
             metadata=[("authorization", f"Bearer {alice.token}")],
         )
-    assert details_of(caught.value)[1].field_violations[0].field == "limit"
+    assert details_of(caught.value)[1].field_violations[0].field == "page_size"
 
 
 def test_payment_client_errors_keep_reason_and_field(alice):

@@ -19,7 +19,14 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from paykit.rpc.channels import secure_channel
-from paykit.rpc.pki import CLIENT_CN, GATEWAY_CN, bank_cn, ensure_identity, read_tls
+from paykit.rpc.pki import (
+    CLIENT_CN,
+    GATEWAY_CN,
+    OPERATOR_CN,
+    bank_cn,
+    ensure_identity,
+    read_tls,
+)
 from paykit.v1 import payment_pb2 as pb
 from paykit.v1 import payment_pb2_grpc as pb_grpc
 
@@ -56,7 +63,8 @@ def test_every_certificate_has_one_purpose(shared_cluster):
     for cn in (GATEWAY_CN, bank_cn("BankA"), bank_cn("BankB")):
         tls = ensure_identity(shared_cluster.pki_dir, cn)
         assert purposes(tls.cert) == server and purposes(tls.client_cert) == client, cn
-    assert purposes(ensure_identity(shared_cluster.pki_dir, CLIENT_CN).cert) == client
+    for cn in (CLIENT_CN, OPERATOR_CN):  # the roles that only call
+        assert purposes(ensure_identity(shared_cluster.pki_dir, cn).cert) == client, cn
 
 
 class FakeGateway:
@@ -114,12 +122,12 @@ def test_a_server_key_cannot_be_used_to_call_a_bank(shared_cluster):
     with grpc.secure_channel(shared_cluster.bank_address("BankA"), creds) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             pb_grpc.BankStub(channel).GetBalance(
-                pb.BankBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
+                pb.BankGetBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
             )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     with secure_channel(shared_cluster.bank_address("BankA"), serving) as channel:
         reply = pb_grpc.BankStub(channel).GetBalance(
-            pb.BankBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
+            pb.BankGetBalanceRequest(account_id="merchant-a"), timeout=TIMEOUT_S
         )
     assert reply.account_id == "merchant-a"
 
