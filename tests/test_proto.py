@@ -51,12 +51,14 @@ def test_every_amount_field_is_integer_minor_units():
 
 
 def buf_binary() -> str:
-    """buf from PATH, else the one `npm ci --prefix tests/node` installs (pinned there)."""
-    found = shutil.which("buf") or ROOT / "tests/node/node_modules/.bin/buf"
-    if not Path(found).exists():
+    """buf from this Python's own bin folder (the dev extra's buf-bin wheel), else from PATH."""
+    found = Path(sys.executable).parent / "buf"
+    if not found.exists():
+        found = Path(shutil.which("buf") or found)
+    if not found.exists():
         pytest.fail(
-            "buf is not installed, so the proto's style cannot be checked: run "
-            "`npm ci --prefix tests/node` (.ci/run does; it pins @bufbuild/buf), or put buf on PATH"
+            "buf is not installed, so the proto's style cannot be checked: install the dev extra "
+            "(pip install -e '.[dev]'; make test does), which pins buf-bin, or put buf on PATH"
         )
     return str(found)
 
