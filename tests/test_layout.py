@@ -22,6 +22,7 @@ ROLES = ("core", "bank", "gateway", "client", "rpc")
 DOMAIN = [
     *(f"paykit.core.{p.stem}" for p in sorted((PACKAGE / "core").glob("[a-z]*.py"))),
     "paykit.bank.ledger",
+    "paykit.bank.participant",
     "paykit.gateway.coordinator",
     "paykit.gateway.payments",
     "paykit.gateway.idempotency",

@@ -23,6 +23,7 @@ this process dies (a notebook kernel is killed with SIGKILL) every server exits 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import itertools
 import json
 import os
@@ -90,6 +91,7 @@ class LocalCluster:
         batching: bool = True,
         relays: bool = True,
         relay_seed: int | None = None,
+        participant: str | type | None = None,
     ) -> None:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
@@ -113,6 +115,8 @@ class LocalCluster:
         self.relay_seed = relay_seed
         self._relays: Relays | None = None
         self._relay_ports: dict[str, int] = {}  # kept across stop/start: the same addresses
+        # Each bank's 2PC participant: "module:Class" (a lab's student code), or the kit's own.
+        self.participant, self._import_root = _participant_target(participant)
 
     # -- whole cluster ------------------------------------------------------------
 
@@ -303,7 +307,8 @@ class LocalCluster:
         seed = ["--seed", str(self.seed_csv)] if self.seed_csv else []
         # Each bank asks for decisions through its own link, so that one link can be cut alone.
         coordinator = ["--coordinator", self._dial(proc.name, GATEWAY)] if self.relays else []
-        return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator]
+        plugged = ["--participant-class", self.participant] if self.participant else []
+        return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator, *plugged]
 
     def restart(self, name: str) -> None:
         """Starts `name` (stopping it first if it runs) and waits until it is ready, on the port
@@ -332,10 +337,18 @@ class LocalCluster:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self._env(),
             )
         proc.paused = False
         proc.port = self._wait_ready(proc, out_path)
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self._import_root:  # the student's module imports in the bank's process too
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (self._import_root, env.get("PYTHONPATH", "")) if p
+            )
+        return env
 
     def _wait_ready(self, proc: Proc, out_path: Path) -> int:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -480,6 +493,31 @@ class LocalCluster:
         # resent to another one that happens to reuse the port later.
         kwargs.setdefault("outbox_dir", self.data_dir / "outbox")
         return PaymentClient(self.gateway_address, tls=tls, **kwargs)
+
+
+def _participant_target(participant: str | type | None) -> tuple[str, str]:
+    """("module:Class", the folder its module imports from) of a participant class or path."""
+    if participant is None or participant == "":
+        return "", ""
+    if isinstance(participant, type):
+        participant = f"{participant.__module__}:{participant.__qualname__}"
+    module_name, sep, attr = participant.partition(":")
+    if not sep or not module_name or not attr or len(participant) > 200:
+        raise InvalidInput(f"participant {participant[:40]!r} is not of the form module:Class")
+    if module_name == "__main__":
+        raise InvalidInput(
+            "a participant class defined in a notebook or script cannot be imported by a bank's "
+            "process: put it in a module (%%writefile mylab.py) and pass 'mylab:Class'"
+        )
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise InvalidInput(f"cannot find module {module_name[:40]!r} (is its folder on sys.path?)")
+    origin = Path(spec.origin).resolve()
+    depth = module_name.count(".") + (1 if origin.name == "__init__.py" else 0)
+    return participant, str(origin.parents[depth])
 
 
 @atexit.register
