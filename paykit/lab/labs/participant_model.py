@@ -96,6 +96,11 @@ def machine(target: type, folder: Path) -> type[RuleBasedStateMachine]:
             self.txns[txn] = (CREDIT, account, amount)
             return txn
 
+        @rule(leg=st.sampled_from((DEBIT, CREDIT)), amount=amounts)
+        def prepare_unknown_account(self, leg: str, amount: int) -> None:
+            vote = self.p.prepare(PrepareLeg(self._new_id(), leg, "nobody", amount, "gw:1"))
+            assert not vote.yes, f"a {leg} leg on an account the bank does not have must vote NO"
+
         @rule(txn=prepared)
         def prepare_again(self, txn: str) -> None:
             vote = self.p.prepare(PrepareLeg(txn, *self.txns[txn], "gw:1"))
