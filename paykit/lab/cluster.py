@@ -16,6 +16,8 @@ Network (a fault relay on every link, see paykit.lab.relay and docs/network.md):
     delay(a, b, ms=200)   every byte waits (jitter_ms= for a spread)
     heal() / heal(a, b)   everything passes again
 LocalCluster(relays=False) has no relays (the servers dial each other directly).
+LocalCluster(participant="module:Class") runs each bank with that 2PC participant (a lab's
+student code, see paykit.bank.participant); its module's folder goes on the banks' PYTHONPATH.
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
 """
@@ -95,6 +97,8 @@ class LocalCluster:
     ) -> None:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
+        # Each bank's 2PC participant: "module:Class" (a lab's student code), or the kit's own.
+        self.participant, self._import_root = _participant_target(participant)
         self.data_dir = (
             Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
         )
@@ -115,8 +119,6 @@ class LocalCluster:
         self.relay_seed = relay_seed
         self._relays: Relays | None = None
         self._relay_ports: dict[str, int] = {}  # kept across stop/start: the same addresses
-        # Each bank's 2PC participant: "module:Class" (a lab's student code), or the kit's own.
-        self.participant, self._import_root = _participant_target(participant)
 
     # -- whole cluster ------------------------------------------------------------
 

@@ -9,13 +9,16 @@ names (a file it reads on every call), and the lab's shared bench is that cluste
 from __future__ import annotations
 
 import dataclasses
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
 from paykit.bank.participant import LedgerParticipant
+from paykit.core.errors import InvalidInput
 from paykit.lab import grading
+from paykit.lab.cluster import LocalCluster
 from paykit.lab.labs import participant as lab
 from paykit.lab.labs.participant_bench import Bench
 from tests.lab.labs import participants as p
@@ -90,3 +93,22 @@ def test_the_starter_fails_with_not_implemented(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "lessons" / "labs"))
     report = grading.grade("participant", "participant_starter:MyParticipant", only=["model"])
     assert report.failed() == ["model"] and "NotImplementedError" in report.hint("model")
+
+
+@pytest.mark.parametrize(
+    ("participant", "message"),
+    [
+        ("no_colon", "module:Class"),
+        ("__main__:Mine", "%%writefile"),
+        ("no_such_module_zz:Mine", "cannot find module"),
+    ],
+)
+def test_a_cluster_refuses_a_participant_its_banks_could_not_import(participant, message):
+    with pytest.raises(InvalidInput, match=message):
+        LocalCluster(participant=participant)
+
+
+def test_a_cluster_puts_the_participants_folder_on_the_banks_path(tmp_path):
+    cluster = LocalCluster(participant=p.Switch, data_dir=tmp_path)
+    assert cluster.participant == "tests.lab.labs.participants:Switch"
+    assert cluster._env()["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
