@@ -117,10 +117,19 @@ def _record(row: sqlite3.Row | None) -> LegRecord | None:
 class StoreTxn:
     """The reads and writes of one store transaction (see LegStore.transaction)."""
 
-    def __init__(self, conn: sqlite3.Connection, bank: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, bank: str, *, durable: bool = True) -> None:
         self._conn = conn
         self.bank = bank
+        self.durable = durable
         self.held_something = False
+
+    def _promise(self, what: str) -> None:
+        """A YES is a promise the bank must keep after any crash: never in an unsynced write."""
+        if not self.durable:
+            raise StoreRefused(
+                f"{what} in a transaction(durable=False): a YES vote and its hold must be on "
+                "disk before the vote is sent (use store.transaction())"
+            )
 
     # -- reads ------------------------------------------------------------------
 
@@ -150,6 +159,8 @@ class StoreTxn:
         """Writes a new leg row (leg "" and amount 0 for a tombstone)."""
         if state not in (PREPARED, COMMITTED, ABORTED):
             raise InvalidInput(f"a leg's state is prepared, committed or aborted, not {state!r}")
+        if state == PREPARED:
+            self._promise("a prepared leg recorded")
         ts = now_ms()
         try:
             self._conn.execute(
@@ -178,6 +189,7 @@ class StoreTxn:
 
     def hold(self, account_id: str, amount_minor: int) -> None:
         """Holds `amount_minor` of the account's balance (it is no longer available)."""
+        self._promise("a hold placed")
         acct = self._acct(account_id)
         if amount_minor <= 0 or acct.held_minor + amount_minor > acct.balance_minor:
             raise StoreRefused(
@@ -237,7 +249,9 @@ class LegStore:
     `with store.transaction() as tx:` runs its block as ONE transaction: all of it is on disk
     (synchronous=FULL, fsync) when the block returns, or none of it if the block raised or the
     process died before. `transaction(durable=False)` skips the fsync: a process crash loses
-    nothing, a power cut may (use it only for a write that can be done again)."""
+    nothing, a power cut may (use it only for a write that can be done again, such as a Commit:
+    the leg stays prepared and the coordinator's COMMIT is applied again). A hold or a prepared
+    leg is refused there: it backs a YES, which must survive any crash."""
 
     def __init__(self, path: Path, *, bank: str) -> None:
         self.bank = bank
@@ -246,7 +260,7 @@ class LegStore:
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[StoreTxn]:
         with self.ledger.db.write(durable=durable) as conn:
-            tx = StoreTxn(conn, self.bank)
+            tx = StoreTxn(conn, self.bank, durable=durable)
             yield tx
             if tx.held_something:  # a crash here: the hold is written, not yet committed
                 failpoints.hit("bank.after_hold_before_commit")

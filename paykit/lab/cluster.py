@@ -98,7 +98,7 @@ class LocalCluster:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
         # Each bank's 2PC participant: "module:Class" (a lab's student code), or the kit's own.
-        self.participant, self._import_root = _participant_target(participant)
+        self.participant, self._import_root = participant_target(participant)
         self.data_dir = (
             Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
         )
@@ -497,7 +497,7 @@ class LocalCluster:
         return PaymentClient(self.gateway_address, tls=tls, **kwargs)
 
 
-def _participant_target(participant: str | type | None) -> tuple[str, str]:
+def participant_target(participant: str | type | None) -> tuple[str, str]:
     """("module:Class", the folder its module imports from) of a participant class or path."""
     if participant is None or participant == "":
         return "", ""

@@ -127,3 +127,17 @@ def test_a_bank_with_a_class_that_does_not_load_exits_2_before_serving(tmp_path)
         timeout=60,
     )
     assert done.returncode == 2 and "cannot import 'no_such_module_zz'" in done.stderr
+
+
+def test_a_yes_is_never_written_without_an_fsync(store):
+    for write in (
+        lambda tx: tx.hold("acct", 10),
+        lambda tx: tx.record_leg("t3.debit", DEBIT, "acct", 10, PREPARED),
+    ):
+        with pytest.raises(StoreRefused, match="durable=False"):
+            with store.transaction(durable=False) as tx:
+                write(tx)
+    assert store.leg("t3.debit") is None and store.account("acct").held_minor == 0
+    with store.transaction(durable=False) as tx:  # a Commit's writes may skip the fsync
+        tx.credit("acct", 5, "t4.credit")
+    assert store.account("acct").balance_minor == 1_005

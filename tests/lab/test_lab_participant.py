@@ -112,3 +112,9 @@ def test_a_cluster_puts_the_participants_folder_on_the_banks_path(tmp_path):
     cluster = LocalCluster(participant=p.Switch, data_dir=tmp_path)
     assert cluster.participant == "tests.lab.labs.participants:Switch"
     assert cluster._env()["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+
+
+def test_a_class_from_a_notebook_is_refused_before_any_check_runs():
+    in_notebook = type("MyParticipant", (p.StudentParticipant,), {"__module__": "__main__"})
+    with pytest.raises(grading.GradeError, match="%%writefile mylab.py"):
+        grading.grade("participant", in_notebook, only=["model"])

@@ -23,12 +23,12 @@ from pathlib import Path
 import grpc
 
 from paykit.client.session import GatewaySession
-from paykit.core.errors import PaykitError
+from paykit.core.errors import InvalidInput, PaykitError
 from paykit.core.twopc import CREDIT, DEBIT, Decision, TxnState
 from paykit.gateway.payments import PaymentRecord
 from paykit.lab.check import BankBooks, read_bank, read_gateway
-from paykit.lab.cluster import LocalCluster
-from paykit.lab.grading import Broken
+from paykit.lab.cluster import LocalCluster, participant_target
+from paykit.lab.grading import Broken, GradeError
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.pki import GATEWAY_CN, bank_cn, ensure_identity
 from paykit.rpc.status import from_rpc_error
@@ -268,6 +268,10 @@ def prepare_request(txn_id: str, leg: str, account: str, amount: int) -> pb.Prep
 @contextmanager
 def bench(target: type, seed: int, workdir: Path) -> Iterator[Bench]:
     """The lab's `shared`: one bench per grade, its cluster stopped at the end."""
+    try:  # the banks' processes must be able to import the class: say so before any check
+        participant_target(target)
+    except InvalidInput as err:
+        raise GradeError(str(err)) from None
     b = Bench(target, seed, workdir)
     try:
         yield b
