@@ -22,6 +22,9 @@ SQLite file. What the store gives you:
         tx.release(account_id, amount)       held -= amount
         tx.debit(account_id, amount, txn_id) balance -= amount, with its ledger entry
         tx.credit(account_id, amount, txn_id) balance += amount, with its ledger entry
+    with self.store.transaction(durable=False) as tx:   the same without the fsync: a power cut
+                                             may take it back, so the store refuses holds
+                                             and prepared legs there (a Commit may use it)
     self.store.leg(txn_id), self.store.account(account_id)   reads outside a transaction
     self.store.prepared_legs(older_than_ms)  every leg still prepared, oldest first
 
