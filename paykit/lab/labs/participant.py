@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import traceback
 import uuid
 
 from paykit.bank.participant import Participant
@@ -452,50 +453,73 @@ def _model(run: Run) -> None:
         raise Broken(f"the rules against a model of them, in-process: {problem}")
 
 
+def _check(name: str, rule: str, fn, points: int = 1) -> Check:
+    """A Check whose unexpected errors (the student's code raised, a bank it broke would not
+    start) still name the rule: "<rule>; your code raised KeyError: ... (prepare, line 12)"."""
+
+    @functools.wraps(fn)
+    def run(r: Run) -> None:
+        try:
+            fn(r)
+        except Broken:
+            raise
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            raise Broken(
+                f"{rule}; your code raised {type(exc).__name__}: {str(exc)[:160]} "
+                f"({where.name}, line {where.lineno})"
+            ) from exc
+
+    return Check(name, rule, run, points)
+
+
 CHECKS = [
-    Check(
-        "prepare_votes",
-        "vote YES only when the available balance covers a debit; hold it",
-        _prepare_votes,
-    ),
-    Check("commit_applies", "Commit captures a debit's hold, applies a credit", _commit_applies),
-    Check(
-        "abort_releases", "Abort releases the hold; a second Abort changes nothing", _abort_releases
-    ),
-    Check(
-        "duplicate_prepare", "a retried Prepare repeats its vote, holds once", _duplicate_prepare
-    ),
-    Check("duplicate_commit", "a duplicate Commit is applied once", _duplicate_commit),
-    Check(
-        "tombstone",
-        "an Abort before its Prepare leaves a tombstone: the late Prepare votes NO",
-        _tombstone,
-    ),
-    Check("decisions_need_prepare", "no Commit without a prepared leg", _decisions_need_prepare),
-    *(
-        Check(
-            f"crash_{fp.removeprefix('bank.')}",
-            f"kill -9 at {fp}: recovers exactly once",
-            _crash_check(fp),
-            points=2,
-        )
-        for fp in CRASHES
-    ),
-    Check(
-        "asks_after_restart",
-        "after a restart, ask the coordinator about prepared legs",
-        _asks_after_restart,
-        points=2,
-    ),
-    Check(
-        "keeps_hold_in_doubt",
-        "a YES voter never decides alone: no answer keeps the hold",
-        _keeps_hold_in_doubt,
-        points=2,
-    ),
-    Check("pending_keeps_hold", "PENDING keeps the hold", _pending_keeps_hold, points=2),
-    Check("model", "a hypothesis model of the rules agrees with the class", _model, points=2),
-    Check("chaos", "a short seeded chaos run keeps every invariant", _chaos, points=3),
+    _check(*spec)
+    for spec in [
+        (
+            "prepare_votes",
+            "vote YES only when the available balance covers a debit; hold it",
+            _prepare_votes,
+        ),
+        ("commit_applies", "Commit captures a debit's hold, applies a credit", _commit_applies),
+        (
+            "abort_releases",
+            "Abort releases the hold; a second Abort changes nothing",
+            _abort_releases,
+        ),
+        ("duplicate_prepare", "a retried Prepare repeats its vote, holds once", _duplicate_prepare),
+        ("duplicate_commit", "a duplicate Commit is applied once", _duplicate_commit),
+        (
+            "tombstone",
+            "an Abort before its Prepare leaves a tombstone: the late Prepare votes NO",
+            _tombstone,
+        ),
+        ("decisions_need_prepare", "no Commit without a prepared leg", _decisions_need_prepare),
+        *(
+            (
+                f"crash_{fp.removeprefix('bank.')}",
+                f"kill -9 at {fp}: recovers exactly once",
+                _crash_check(fp),
+                2,
+            )
+            for fp in CRASHES
+        ),
+        (
+            "asks_after_restart",
+            "after a restart, ask the coordinator about prepared legs",
+            _asks_after_restart,
+            2,
+        ),
+        (
+            "keeps_hold_in_doubt",
+            "a YES voter never decides alone: no answer keeps the hold",
+            _keeps_hold_in_doubt,
+            2,
+        ),
+        ("pending_keeps_hold", "PENDING keeps the hold", _pending_keeps_hold, 2),
+        ("model", "a hypothesis model of the rules agrees with the class", _model, 2),
+        ("chaos", "a short seeded chaos run keeps every invariant", _chaos, 3),
+    ]
 ]
 
 LAB = Lab(
