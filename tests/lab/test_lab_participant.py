@@ -71,9 +71,10 @@ def test_the_kits_participant_passes_the_whole_grade(playing):
     }
 
 
-def test_a_students_class_over_the_store_passes_every_check_but_chaos(playing):
+def test_a_students_class_over_the_store_passes_the_checks_on_real_banks(playing):
+    # Its model check runs in the lab sheet (lessons/labs), whose solution is this class.
     playing(p.StudentParticipant)
-    rest = [c.name for c in lab.CHECKS if c.name != "chaos"]
+    rest = [c.name for c in lab.CHECKS if c.name not in ("chaos", "model")]
     report = grading.grade("participant", p.Switch, seed=2, only=rest)
     assert report.passed, report.text()
 

@@ -52,7 +52,7 @@ def _direct(fn):
         try:
             fn(b, run)
         finally:
-            cluster.heal()
+            cluster.heal(f"{DIRECT}->gateway")  # only that link: the others' connections stay
 
     return check
 

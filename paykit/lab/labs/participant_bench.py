@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from paykit.client.session import GatewaySession
-from paykit.core.errors import InvalidInput, PaykitError
+from paykit.core.errors import AlreadyExists, InvalidInput, PaykitError, Unavailable
 from paykit.core.twopc import CREDIT, DEBIT, Decision, TxnState
 from paykit.gateway.payments import PaymentRecord
 from paykit.lab.check import BankBooks, read_bank, read_gateway
@@ -168,7 +168,16 @@ class Bench:
     def new_payer(self, bank: str = "BankA", opening_minor: int = OPENING_MINOR) -> GatewaySession:
         name = f"payer{next(self._names)}{uuid.uuid4().hex[:4]}"
         payer = self._cluster.session()
-        payer.register(name, PASSWORD, f"{name}-acct", opening_minor, bank)
+        for attempt in range(1, 4):  # a connection reset by a restart or a heal just before
+            try:
+                payer.register(name, PASSWORD, f"{name}-acct", opening_minor, bank)
+                break
+            except AlreadyExists:  # an earlier attempt registered it; its reply was lost
+                break
+            except Unavailable:
+                if attempt == 3:
+                    raise
+                time.sleep(0.5)
         payer.authenticate(name, PASSWORD)
         self.accounts.append((bank, f"{name}-acct"))
         return payer
