@@ -38,7 +38,7 @@ from paykit.v1 import payment_pb2_grpc as pb_grpc
 PASSWORD = "correct horse battery staple 42"
 OPENING_MINOR = 100_000
 PREPARE_TIMEOUT_S = 4.0  # room for a vote the pending check delays by 2 s
-SETTLE_TIMEOUT_S = 12.0  # a healthy recovery takes a few seconds
+SETTLE_TIMEOUT_S = 15.0  # a healthy recovery takes a few seconds, more on a loaded machine
 COMMITTED, ABORTED = TxnState.COMMITTED, TxnState.ABORTED
 LEGS = {"debit": pb.LEG_DEBIT, "credit": pb.LEG_CREDIT}
 PAYING = ("BankA", "BankB")  # payments run between these; the invariants are about them
