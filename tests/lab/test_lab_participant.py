@@ -1,7 +1,7 @@
 """The participant lab's grader can fail: each buggy participant (a classic mistake, in
 tests/lab/labs/participants.py) fails the check meant to catch it, with the hint naming the rule
 it broke; the kit's own participant passes the whole grade; a student's class written over the
-store alone passes the rule checks; the starter fails every check it reaches.
+store alone passes the checks on real banks; the starter fails with NotImplementedError.
 
 One cluster serves the whole file: its banks load `Switch`, which plays whichever class the test
 names (a file it reads on every call), and the lab's shared bench is that cluster."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from paykit.lab import grading
 from paykit.lab.cluster import LocalCluster
 from paykit.lab.labs import participant as lab
 from paykit.lab.labs.participant_bench import Bench
-from tests.lab.labs import participants as p
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # the banks import the classes as tests.lab.labs.participants
+    sys.path.insert(0, str(ROOT))
+from tests.lab.labs import participants as p  # noqa: E402
 
 
 @pytest.fixture(scope="module")
