@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -122,3 +123,29 @@ def test_a_class_from_a_notebook_is_refused_before_any_check_runs():
     in_notebook = type("MyParticipant", (p.StudentParticipant,), {"__module__": "__main__"})
     with pytest.raises(grading.GradeError, match="%%writefile mylab.py"):
         grading.grade("participant", in_notebook, only=["model"])
+
+
+def test_the_command_grades_a_copy_of_the_starter_in_the_students_folder(tmp_path):
+    (tmp_path / "mylab.py").write_text((ROOT / "lessons/labs/participant_starter.py").read_text())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "paykit",
+            "lab",
+            "grade",
+            "participant",
+            "mylab:MyParticipant",
+            "--check",
+            "model",
+            "--seed",
+            "7",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "FAIL model" in done.stdout and "NotImplementedError" in done.stdout
+    assert "--seed 7" in done.stdout
