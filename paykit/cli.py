@@ -106,6 +106,7 @@ def cmd_bank(args) -> int:
             seed_csv=seed_csv,
             coordinator=args.coordinator or "",
             failpoints=args.failpoints,
+            participant_class=args.participant_class,
         ),
         exit_on_stdin_eof=args.exit_on_stdin_eof,
     )
@@ -363,6 +364,13 @@ def _add_bank(sub) -> None:
     )
     p.add_argument(
         "--san", action="append", default=[], help="extra host name or IP for its certificate"
+    )
+    p.add_argument(
+        "--participant-class",
+        default="",
+        metavar="MODULE:CLASS",
+        help="the 2PC participant's rules: a paykit.bank.participant.Participant subclass "
+        "(the participant lab's student code; its module on PYTHONPATH). Default: the kit's own",
     )
     p.set_defaults(func=cmd_bank)
 

@@ -12,6 +12,7 @@ import ast
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ ROLES = ("core", "bank", "gateway", "client", "rpc")
 DOMAIN = [
     *(f"paykit.core.{p.stem}" for p in sorted((PACKAGE / "core").glob("[a-z]*.py"))),
     "paykit.bank.ledger",
+    "paykit.bank.participant",
     "paykit.gateway.coordinator",
     "paykit.gateway.payments",
     "paykit.gateway.idempotency",
@@ -104,7 +106,8 @@ def notebook_imports(path: Path) -> set[str]:
         if cell["cell_type"] == "code":
             source = "".join(cell["source"])
             lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
-            for node in ast.walk(ast.parse("\n".join(lines))):
+            # A %%writefile cell's body is a file (a lab's class, maybe one indented method).
+            for node in ast.walk(ast.parse(textwrap.dedent("\n".join(lines)))):
                 if isinstance(node, ast.ImportFrom):
                     found.add(node.module or "")
                 elif isinstance(node, ast.Import):

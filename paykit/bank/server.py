@@ -1,4 +1,8 @@
-"""A bank server: the thin gRPC shell around paykit.bank.ledger, plus its in-doubt resolver.
+"""A bank server: the thin gRPC shell around a 2PC participant, plus its in-doubt resolver.
+
+The participant's rules live behind paykit.bank.participant.Participant: by default the
+production LedgerParticipant, or a lab student's class (`paykit bank --participant-class
+module:Class`). Everything else here (accounts, events, failpoints, asking) is the kit's.
 
 A bank that voted YES never decides alone: a background thread asks the coordinator
 (GetDecision) about every transaction still prepared after a moment, across restarts,
@@ -12,11 +16,17 @@ import threading
 
 import grpc
 
-from paykit.bank.ledger import Ledger, PrepareLeg, check_batch
+from paykit.bank.ledger import PrepareLeg, check_batch
+from paykit.bank.participant import (
+    LedgerParticipant,
+    LegStore,
+    Participant,
+    load_participant_class,
+)
 from paykit.core import eventlog, failpoints, paging
 from paykit.core.config import BankConfig, TLSFiles
 from paykit.core.errors import InvalidInput, PaykitError
-from paykit.core.twopc import CREDIT, DEBIT
+from paykit.core.twopc import CREDIT, DEBIT, Decision
 from paykit.rpc.channels import secure_channel
 from paykit.rpc.interceptors import note, request_id
 from paykit.rpc.pki import GATEWAY_CN
@@ -29,11 +39,13 @@ RESOLVE_EVERY_S = 0.5
 ACCOUNTS_PAGE_DEFAULT = 500  # ListAccounts' page_size 0
 ACCOUNTS_PAGE_MAX = 5000  # a larger page_size is read as this
 LEGS = {pb.LEG_DEBIT: DEBIT, pb.LEG_CREDIT: CREDIT}
+DECISIONS = {pb.DECISION_COMMIT: Decision.COMMIT, pb.DECISION_ABORT: Decision.ABORT}
 
 
 class BankServicer(pb_grpc.BankServicer):
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, participant: Participant) -> None:
+        self.participant = participant
+        self.ledger = participant.store.ledger  # accounts and balances are the kit's
 
     def _balance(self, account_id: str) -> pb.BankGetBalanceResponse:
         b = self.ledger.balance(account_id)
@@ -85,13 +97,9 @@ class BankServicer(pb_grpc.BankServicer):
     @servicer_method
     def Prepare(self, request, context):
         note(txn_id=request.txn_id, amount_minor=request.amount_minor)
-        vote = self.ledger.prepare(
-            request.txn_id,
-            LEGS.get(request.leg, ""),
-            request.account_id,
-            request.amount_minor,
-            request.coordinator,
-        )
+        leg = _prepare_leg(request)
+        leg.check()  # bad input is refused before the participant sees it
+        vote = self.participant.prepare(leg)
         eventlog.event(
             "2pc.voted",
             txn_id=request.txn_id,
@@ -120,7 +128,7 @@ class BankServicer(pb_grpc.BankServicer):
                     error_reason=InvalidInput.reason,
                     error_message="a leg's decision must be COMMIT or ABORT",
                 )
-        results, votes = self.ledger.apply_batch(
+        results, votes = self.participant.apply_batch(
             [(txn, commit) for _, txn, commit in todo], [_prepare_leg(leg) for leg in prepares]
         )
         for (i, txn_id, commit), result in zip(todo, results, strict=True):
@@ -139,7 +147,7 @@ class BankServicer(pb_grpc.BankServicer):
     @servicer_method
     def Commit(self, request, context):
         note(txn_id=request.txn_id)
-        state = self.ledger.commit(request.txn_id)
+        state = self.participant.commit(request.txn_id)
         eventlog.event("2pc.committed", txn_id=request.txn_id, request_id=request_id())
         failpoints.hit("bank.after_commit_before_ack")
         return pb.CommitResponse(state=state)
@@ -147,7 +155,7 @@ class BankServicer(pb_grpc.BankServicer):
     @servicer_method
     def Abort(self, request, context):
         note(txn_id=request.txn_id)
-        state = self.ledger.abort(request.txn_id)
+        state = self.participant.abort(request.txn_id)
         eventlog.event("2pc.aborted", txn_id=request.txn_id, request_id=request_id())
         return pb.AbortResponse(state=state)
 
@@ -183,12 +191,13 @@ def _ack(txn_id: str, commit: bool, result, request_id: str) -> pb.LegAck:
 
 
 class InDoubtResolver:
-    """Asks the coordinator about prepared transactions and applies the answers."""
+    """Every RESOLVE_EVERY_S, lets the participant resolve what it is in doubt about; `ask` is
+    its way to the coordinator (GetDecision), None when no answer came."""
 
     def __init__(
-        self, ledger: Ledger, tls: TLSFiles, ask_after_s: float, coordinator: str = ""
+        self, participant: Participant, tls: TLSFiles, ask_after_s: float, coordinator: str = ""
     ) -> None:
-        self.ledger = ledger
+        self.participant = participant
         self.tls = tls
         self.ask_after_ms = int(ask_after_s * 1000)
         self.coordinator = coordinator  # overrides the address in each Prepare when set
@@ -202,29 +211,34 @@ class InDoubtResolver:
             )
         return self._stubs[address]
 
-    def resolve_once(self) -> int:
-        resolved = 0
-        for txn_id, named in self.ledger.in_doubt(self.ask_after_ms):
-            coordinator = self.coordinator or named
-            if not coordinator:
-                continue
-            try:
-                answer = self._stub(coordinator).GetDecision(
-                    pb.GetDecisionRequest(txn_id=txn_id), timeout=1.0
-                )
-            except grpc.RpcError as exc:
-                eventlog.event("2pc.in_doubt", txn_id=txn_id, error=str(from_rpc_error(exc)))
-                continue
-            if answer.decision == pb.DECISION_COMMIT:
-                self.ledger.commit(txn_id)
-            elif answer.decision == pb.DECISION_ABORT:
-                self.ledger.abort(txn_id)
-            else:
-                continue
-            resolved += 1
-            eventlog.event(
-                "2pc.resolved", txn_id=txn_id, decision=pb.Decision.Name(answer.decision)
+    def ask(self, txn_id: str, named: str) -> Decision | None:
+        coordinator = self.coordinator or named
+        if not coordinator:
+            return None
+        try:
+            answer = self._stub(coordinator).GetDecision(
+                pb.GetDecisionRequest(txn_id=txn_id), timeout=1.0
             )
+        except grpc.RpcError as exc:
+            eventlog.event("2pc.in_doubt", txn_id=txn_id, error=str(from_rpc_error(exc)))
+            return None
+        return DECISIONS.get(answer.decision, Decision.PENDING)
+
+    def resolve_once(self) -> int:
+        final: dict[str, Decision] = {}
+
+        def ask(txn_id: str, coordinator: str) -> Decision | None:
+            answer = self.ask(txn_id, coordinator)
+            if answer in (Decision.COMMIT, Decision.ABORT):
+                final[txn_id] = answer
+            return answer
+
+        resolved = self.participant.resolve(ask, self.ask_after_ms)
+        store = self.participant.store
+        for txn_id, answer in final.items():  # the answers the participant has applied
+            leg = store.leg(txn_id)
+            if leg is not None and leg.state != "prepared":
+                eventlog.event("2pc.resolved", txn_id=txn_id, decision=f"DECISION_{answer.name}")
         return resolved
 
     def run(self) -> None:
@@ -243,6 +257,8 @@ class InDoubtResolver:
 
 def serve(cfg: BankConfig, *, exit_on_stdin_eof: bool = False) -> None:
     """Runs a bank until SIGTERM/SIGINT (or its parent's death)."""
+    # A student's class that does not load is refused before anything starts.
+    cls = load_participant_class(cfg.participant_class) if cfg.participant_class else None
     server = Server(
         name=cfg.name,
         host=cfg.host,
@@ -252,17 +268,20 @@ def serve(cfg: BankConfig, *, exit_on_stdin_eof: bool = False) -> None:
         workers=cfg.workers,
         failpoints_enabled=cfg.failpoints,
     )
-    ledger = Ledger(cfg.data_dir / f"{cfg.name}.db", bank=cfg.name)
+    store = LegStore(cfg.data_dir / f"{cfg.name}.db", bank=cfg.name)
+    participant = (cls or LedgerParticipant)(store)
+    if cls is not None:
+        eventlog.event("bank.participant", cls=cfg.participant_class)
     if cfg.seed_csv:
-        opened = ledger.seed_from_csv(cfg.seed_csv)
+        opened = store.ledger.seed_from_csv(cfg.seed_csv)
         eventlog.event("bank.seeded", accounts=opened, source=cfg.seed_csv.name)
     server.add_services(
-        [(pb_grpc.add_BankServicer_to_server, BankServicer(ledger), SERVICE_NAMES["Bank"])]
+        [(pb_grpc.add_BankServicer_to_server, BankServicer(participant), SERVICE_NAMES["Bank"])]
     )
     server.start()
-    resolver = InDoubtResolver(ledger, cfg.tls, cfg.in_doubt_ask_after_s, cfg.coordinator)
+    resolver = InDoubtResolver(participant, cfg.tls, cfg.in_doubt_ask_after_s, cfg.coordinator)
     resolver.start()
     server.ready()
     server.serve_until_stopped(exit_on_stdin_eof=exit_on_stdin_eof)
     resolver.stop()
-    ledger.close()
+    participant.close()

@@ -58,6 +58,8 @@ class BankConfig:
     in_doubt_ask_after_s: float = IN_DOUBT_ASK_AFTER_S
     failpoints: bool = False
     workers: int = SERVER_WORKERS
+    # "module:Class" of a Participant subclass (a lab's student code); "" = the production one.
+    participant_class: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -66,6 +66,7 @@ class ChaosConfig:
     attempts: int = 3  # sends of one payment (same key) before the payer calls it uncertain
     recover_timeout_s: float = 60.0
     data_dir: Path | None = None
+    participant: str | type | None = None  # the banks' 2PC participant (a lab's student code)
 
 
 PROFILES = {
@@ -520,6 +521,7 @@ def run_chaos(
         seed_csv=None,
         relays=any(kind in NETWORK_FAULTS for kind in cfg.faults),
         relay_seed=cfg.seed,
+        participant=cfg.participant,
     )
     cluster.start()
     try:

@@ -16,6 +16,8 @@ Network (a fault relay on every link, see paykit.lab.relay and docs/network.md):
     delay(a, b, ms=200)   every byte waits (jitter_ms= for a spread)
     heal() / heal(a, b)   everything passes again
 LocalCluster(relays=False) has no relays (the servers dial each other directly).
+LocalCluster(participant="module:Class") runs each bank with that 2PC participant (a lab's
+student code, see paykit.bank.participant); its module's folder goes on the banks' PYTHONPATH.
 Each server runs in its own session with its stdin a pipe from this process, so when
 this process dies (a notebook kernel is killed with SIGKILL) every server exits too.
 
@@ -26,6 +28,7 @@ cluster started again starts empty; LocalCluster(keep=True) keeps it (the caller
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import itertools
 import json
 import os
@@ -106,6 +109,7 @@ class LocalCluster:
         batching: bool = True,
         relays: bool = True,
         relay_seed: int | None = None,
+        participant: str | type | None = None,
     ) -> None:
         if seed_csv is not None and not Path(seed_csv).is_file():
             raise InvalidInput(
@@ -114,6 +118,8 @@ class LocalCluster:
             )
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
+        # Each bank's 2PC participant: "module:Class" (a lab's student code), or the kit's own.
+        self.participant, self._import_root = participant_target(participant)
         self.data_dir = (
             Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
         )
@@ -329,7 +335,8 @@ class LocalCluster:
         seed = ["--seed", str(self.seed_csv)] if self.seed_csv else ["--no-seed"]
         # Each bank asks for decisions through its own link, so that one link can be cut alone.
         coordinator = ["--coordinator", self._dial(proc.name, GATEWAY)] if self.relays else []
-        return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator]
+        plugged = ["--participant-class", self.participant] if self.participant else []
+        return cmd + ["bank", "--name", proc.name, *common, *seed, *coordinator, *plugged]
 
     def restart(self, name: str) -> None:
         """Starts `name` (stopping it first if it runs) and waits until it is ready, on the port
@@ -361,10 +368,18 @@ class LocalCluster:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self._env(),
             )
         proc.paused = False
         proc.port = self._wait_ready(proc, out_path)
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self._import_root:  # the student's module imports in the bank's process too
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (self._import_root, env.get("PYTHONPATH", "")) if p
+            )
+        return env
 
     def _wait_ready(self, proc: Proc, out_path: Path) -> int:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -545,6 +560,31 @@ class LocalCluster:
                 for f in operator.in_flight()
             ]
         return pd.DataFrame(rows)
+
+
+def participant_target(participant: str | type | None) -> tuple[str, str]:
+    """("module:Class", the folder its module imports from) of a participant class or path."""
+    if participant is None or participant == "":
+        return "", ""
+    if isinstance(participant, type):
+        participant = f"{participant.__module__}:{participant.__qualname__}"
+    module_name, sep, attr = participant.partition(":")
+    if not sep or not module_name or not attr or len(participant) > 200:
+        raise InvalidInput(f"participant {participant[:40]!r} is not of the form module:Class")
+    if module_name == "__main__":
+        raise InvalidInput(
+            "a participant class defined in a notebook or script cannot be imported by a bank's "
+            "process: put it in a module (%%writefile mylab.py) and pass 'mylab:Class'"
+        )
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        raise InvalidInput(f"cannot find module {module_name[:40]!r} (is its folder on sys.path?)")
+    origin = Path(spec.origin).resolve()
+    depth = module_name.count(".") + (1 if origin.name == "__init__.py" else 0)
+    return participant, str(origin.parents[depth])
 
 
 @atexit.register

@@ -25,8 +25,10 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from paykit.core.commandline import finish_parser
 
@@ -55,6 +57,7 @@ class Run:
     target: type
     seed: int
     workdir: Path
+    shared: Any = None  # what the lab's `shared` set up once for all its checks (a cluster)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,9 @@ class Lab:
     interface: type  # the base class the student's class derives from (the starter's)
     checks: Sequence[Check]
     reference: str = ""  # dotted path of the reference solution
+    # shared(target, seed, workdir): a context manager whose value every check gets as
+    # run.shared, entered once per grade (e.g. one cluster reused by the checks, not one each).
+    shared: Callable[[type, int, Path], AbstractContextManager[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,11 +187,11 @@ def load_target(dotted: str | type, interface: type) -> type:
     return cls
 
 
-def _run_one(check: Check, target: type, seed: int) -> Result:
+def _run_one(check: Check, target: type, seed: int, shared: Any = None) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix=f"paykit-grade-{check.name}-"))
     started = time.monotonic()
     try:
-        check.run(Run(target=target, seed=seed, workdir=workdir))
+        check.run(Run(target=target, seed=seed, workdir=workdir, shared=shared))
         passed, hint = True, ""
     except Broken as broken:
         passed, hint = False, str(broken)
@@ -213,7 +219,17 @@ def grade(
     seed = random.randrange(1, 10**6) if seed is None else seed
     checks = [c for c in the_lab.checks if not only or c.name in only]
     shown = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
-    return Report(the_lab.name, shown, seed, [_run_one(c, cls, seed) for c in checks])
+    workdir = Path(tempfile.mkdtemp(prefix=f"paykit-grade-{the_lab.name}-"))
+    try:
+        with (the_lab.shared or _nothing_shared)(cls, seed, workdir) as shared:
+            results = [_run_one(c, cls, seed, shared) for c in checks]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Report(the_lab.name, shown, seed, results)
+
+
+def _nothing_shared(target: type, seed: int, workdir: Path) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 def build_parser() -> argparse.ArgumentParser:

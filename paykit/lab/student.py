@@ -30,6 +30,7 @@ from paykit.core.commandline import finish_parser
 
 LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"
+LABS_DIR, LAB_GLOB = "labs", "lab_*.ipynb"  # the lab sheets, in lessons/labs/, with starters
 # nbgrader's default stub also raises NotImplementedError, which would make the answer cell fail
 # too; the line before the solution already sets the answer to None, which the check explains.
 CODE_STUB = "# YOUR CODE HERE"
@@ -83,9 +84,15 @@ def lessons_in(folder: Path) -> list[Path]:
     return sorted(Path(folder).glob(LESSON_GLOB))
 
 
+def labs_in(folder: Path) -> list[Path]:
+    """The lab sheets under a lessons folder (labs/lab_*.ipynb), in order."""
+    return sorted((Path(folder) / LABS_DIR).glob(LAB_GLOB))
+
+
 def write_student_versions(lessons_dir: Path, out_dir: Path) -> list[Path]:
-    """Writes the student version of every lesson in `lessons_dir` to `out_dir` (and copies the
-    course map, README.md); returns the notebooks written."""
+    """Writes the student version of every lesson in `lessons_dir` to `out_dir`, and of every lab
+    sheet to `out_dir`/labs with the labs' starter modules (and copies the course map,
+    README.md); returns the notebooks written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -93,6 +100,13 @@ def write_student_versions(lessons_dir: Path, out_dir: Path) -> list[Path]:
         target = out_dir / path.name
         nbformat.write(student_version(nbformat.read(path, as_version=4)), target)
         written.append(target)
+    for path in labs_in(lessons_dir):
+        (out_dir / LABS_DIR).mkdir(exist_ok=True)
+        target = out_dir / LABS_DIR / path.name
+        nbformat.write(student_version(nbformat.read(path, as_version=4)), target)
+        written.append(target)
+    for starter in sorted((Path(lessons_dir) / LABS_DIR).glob("*_starter.py")):
+        shutil.copyfile(starter, out_dir / LABS_DIR / starter.name)
     readme = Path(lessons_dir) / "README.md"
     if readme.exists():
         shutil.copyfile(readme, out_dir / "README.md")

@@ -15,6 +15,7 @@ from paykit.lab.student import format_problems, graded_cells
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ROOT / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+LAB_SHEETS = sorted((LESSONS / "labs").glob("lab_*.ipynb"))  # the labs' sheets
 # Absolute paths of a machine (a home folder, a temp folder, this checkout) must not leak into a
 # lesson.
 MACHINE_PATH = re.compile(r"(/home/|/Users/|/tmp/|/work/|/root/|[A-Z]:\\\\)")
@@ -46,7 +47,7 @@ def test_the_course_map_lists_fifteen_lessons_and_every_notebook():
     assert len(written) == 11 and set(written) <= set(lessons)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *LAB_SHEETS], ids=lambda p: p.name)
 def test_no_outputs_no_counts_no_widget_state(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -60,7 +61,7 @@ def test_no_outputs_no_counts_no_widget_state(path):
     assert nb.metadata.kernelspec.name == "python3"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *LAB_SHEETS], ids=lambda p: p.name)
 def test_no_machine_paths(path):
     found = MACHINE_PATH.findall(path.read_text())
     assert not found, f"{path.name} mentions machine paths {found}"
@@ -86,7 +87,9 @@ def test_lesson_shape(path):
     )
 
 
-@pytest.mark.parametrize("path", [*NOTEBOOKS, LESSONS / "README.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [*NOTEBOOKS, *LAB_SHEETS, LESSONS / "README.md"], ids=lambda p: p.name
+)
 def test_links_point_at_files_that_exist(path):
     text = (
         path.read_text()
@@ -98,3 +101,28 @@ def test_links_point_at_files_that_exist(path):
     local = [t for t in LINK.findall(text) if "://" not in t]
     missing = [t for t in local if not (path.parent / t).exists()]
     assert not missing, f"{path.name} links to missing files: {missing}"
+
+
+LAB_CELL_LINES_MAX = 24  # a lab's answer cell holds one method of the student's class
+LAB_READING_WORDS_MIN = 800
+
+
+@pytest.mark.parametrize("path", LAB_SHEETS, ids=lambda p: p.name)
+def test_lab_sheet_shape(path):
+    """A lab sheet states its rules and how real systems follow them, has an answer cell per
+    rule and a graded cell that runs the grader, names the command that grades the whole lab,
+    and its starter module exists; the course map lists it."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
+    assert len(markdown.split()) >= LAB_READING_WORDS_MIN, f"{path.name}: the reading is short"
+    assert "How real systems do it" in markdown and "Experiment" in markdown
+    assert max(len(c.source.splitlines()) for c in code) <= LAB_CELL_LINES_MAX
+    assert format_problems(nb) == [], format_problems(nb)
+    graded = graded_cells(nb)
+    assert graded and all("grade(" in nb.cells[i].source for i in graded)
+    assert "paykit lab grade " in markdown
+    starters = [t for t in LINK.findall(markdown) if t.endswith("_starter.py")]
+    assert starters and all((path.parent / t).exists() for t in starters)
+    assert f"](labs/{path.name})" in (LESSONS / "README.md").read_text(), "not on the course map"

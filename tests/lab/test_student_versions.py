@@ -18,6 +18,7 @@ from paykit.lab import student
 
 LESSONS = Path(__file__).resolve().parents[2] / "lessons"
 NOTEBOOKS = student.lessons_in(LESSONS)
+LAB_SHEETS = student.labs_in(LESSONS)  # lessons/labs/lab_*.ipynb
 STUDENT_JOBS = int(os.environ.get("PAYKIT_STUDENT_JOBS", "4"))
 
 
@@ -30,7 +31,8 @@ def student_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(student_dir) -> dict[str, student.StudentRun]:
-    done = student.check_student_versions(student.lessons_in(student_dir), jobs=STUDENT_JOBS)
+    written = [*student.lessons_in(student_dir), *student.labs_in(student_dir)]
+    done = student.check_student_versions(written, jobs=STUDENT_JOBS)
     return {run.path.name: run for run in done}
 
 
@@ -39,10 +41,16 @@ def test_the_command_writes_every_lesson_and_the_map(student_dir):
     assert (student_dir / "README.md").read_text() == (LESSONS / "README.md").read_text()
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_command_writes_every_lab_sheet_and_its_starter(student_dir):
+    assert [p.name for p in student.labs_in(student_dir)] == [p.name for p in LAB_SHEETS]
+    starters = sorted(p.name for p in (LESSONS / "labs").glob("*_starter.py"))
+    assert starters and starters == sorted(p.name for p in (student_dir / "labs").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *LAB_SHEETS], ids=lambda p: p.name)
 def test_a_student_version_has_no_solutions_and_locked_checks(student_dir, path):
     source = nbformat.read(path, as_version=4)
-    given = nbformat.read(student_dir / path.name, as_version=4)
+    given = nbformat.read(student_dir / path.relative_to(LESSONS), as_version=4)
     assert len(given.cells) == len(source.cells)
     for i, (ours, theirs) in enumerate(zip(source.cells, given.cells, strict=True)):
         if i in student.solution_cells(source):
@@ -64,7 +72,7 @@ def test_a_solution_outside_an_answer_cell_is_refused():
         student.student_version(nb)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *LAB_SHEETS], ids=lambda p: p.name)
 def test_a_student_version_fails_exactly_at_its_graded_cells(runs, path):
     run = runs[path.name]
     assert run.graded, f"{path.name} has no graded cell"
