@@ -23,6 +23,7 @@ this process dies (a notebook kernel is killed with SIGKILL) every server exits 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import itertools
 import json
 import os
@@ -90,6 +91,8 @@ class LocalCluster:
         batching: bool = True,
         relays: bool = True,
         relay_seed: int | None = None,
+        coordinator: str = "",
+        idempotency: str = "",
     ) -> None:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
@@ -103,6 +106,9 @@ class LocalCluster:
         self.seed_csv = seed_csv if seed_csv and Path(seed_csv).exists() else None
         # The gateway sends a bank's legs in batches (False: one unary call per leg).
         self.gateway_args = ("--batching", "on" if batching else "off", *gateway_args)
+        # The labs: a student's rules ("module:Class") run in the gateway in place of its own.
+        self.gateway_args += _lab_classes(coordinator=coordinator, idempotency=idempotency)
+        self._python_path = _module_folders(coordinator, idempotency)
         self.host = host
         ports = ports or {}
         self.procs = {
@@ -332,10 +338,18 @@ class LocalCluster:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self._env(),
             )
         proc.paused = False
         proc.port = self._wait_ready(proc, out_path)
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self._python_path:  # the folders of a student's modules, so the gateway imports them
+            env["PYTHONPATH"] = os.pathsep.join(
+                [*self._python_path, *filter(None, [env.get("PYTHONPATH")])]
+            )
+        return env
 
     def _wait_ready(self, proc: Proc, out_path: Path) -> int:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -480,6 +494,27 @@ class LocalCluster:
         # resent to another one that happens to reuse the port later.
         kwargs.setdefault("outbox_dir", self.data_dir / "outbox")
         return PaymentClient(self.gateway_address, tls=tls, **kwargs)
+
+
+def _lab_classes(**classes: str) -> tuple[str, ...]:
+    return tuple(
+        arg for flag, dotted in classes.items() if dotted for arg in (f"--{flag}-class", dotted)
+    )
+
+
+def _module_folders(*dotted: str) -> list[str]:
+    """The folder each "module:Class" is imported from here (its top package's parent)."""
+    folders = []
+    for path in filter(None, dotted):
+        top = path.partition(":")[0].split(".")[0]
+        spec = importlib.util.find_spec(top)
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            raise InvalidInput(f"cannot find module {top[:40]!r} to run in the gateway")
+        origin = Path(spec.origin)
+        folder = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        if str(folder) not in folders:
+            folders.append(str(folder))
+    return folders
 
 
 @atexit.register
