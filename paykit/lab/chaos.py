@@ -480,9 +480,11 @@ def run_chaos(
     config: ChaosConfig | None = None,
     *,
     progress: Callable[[str], None] | None = print,
+    cluster_options: dict | None = None,
     **overrides,
 ) -> ChaosReport:
-    """Runs one chaos test on a fresh local cluster and returns its report (see ChaosReport)."""
+    """Runs one chaos test on a fresh local cluster and returns its report (see ChaosReport).
+    `cluster_options` go to LocalCluster too (the labs: coordinator=, idempotency=)."""
     from paykit.lab.cluster import LocalCluster
 
     cfg = replace(config or PROFILES["short"], **overrides)
@@ -505,6 +507,7 @@ def run_chaos(
         seed_csv=None,
         relays=any(kind in NETWORK_FAULTS for kind in cfg.faults),
         relay_seed=cfg.seed,
+        **(cluster_options or {}),
     )
     cluster.start()
     try:
