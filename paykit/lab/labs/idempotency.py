@@ -432,7 +432,7 @@ def chaos(run: Run) -> None:
         cluster_options={"idempotency": kit.dotted(run.target)},
     )
     if not report.ok:
-        broken = "; ".join(report.invariants.violations())[:300]
+        broken = kit.violated(report.invariants)
         raise Broken(f"chaos (seed {run.seed}) broke exactly-once: {broken}")
 
 

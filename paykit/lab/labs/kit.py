@@ -17,7 +17,7 @@ from paykit.lab.grading import Broken, Run
 T = TypeVar("T")
 PASSWORD = "lab-password-1"
 OPENING_MINOR = 100_000
-SETTLE_TIMEOUT_S = 20.0
+SETTLE_TIMEOUT_S = 12.0
 _payers = itertools.count(1)
 
 
@@ -69,8 +69,13 @@ def settled(c: LocalCluster, hint: str, timeout_s: float = SETTLE_TIMEOUT_S) -> 
         if report.ok:
             return
         if time.monotonic() > deadline:
-            raise Broken(f"{hint}: {'; '.join(report.violations())[:300]}")
+            raise Broken(f"{hint}: {violated(report)}")
         time.sleep(0.1)
+
+
+def violated(report) -> str:
+    """The invariants a paykit.lab.check.Report found broken, each with its figure, briefly."""
+    return "; ".join(f"{name} ({report.results[name][1]})" for name in report.violations)[:300]
 
 
 def payer(c: LocalCluster, opening_minor: int = OPENING_MINOR, bank: str = "BankA"):
