@@ -98,3 +98,24 @@ def test_links_point_at_files_that_exist(path):
     local = [t for t in LINK.findall(text) if "://" not in t]
     missing = [t for t in local if not (path.parent / t).exists()]
     assert not missing, f"{path.name} links to missing files: {missing}"
+
+
+# The lab sheets (lessons/labs): committed clean, linked, in nbgrader's format, and shaped like a
+# lab: the rules, an experiment, the student's class in an answer cell, graded checks.
+LAB_SHEETS = [
+    LESSONS / "labs" / "lab_b_coordinator.ipynb",
+    LESSONS / "labs" / "lab_c_idempotency.ipynb",
+]
+
+
+@pytest.mark.parametrize("path", LAB_SHEETS, ids=lambda p: p.name)
+def test_a_lab_sheet_is_clean_and_shaped(path):
+    test_no_outputs_no_counts_no_widget_state(path)
+    test_no_machine_paths(path)
+    test_links_point_at_files_that_exist(path)
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "You will learn" in nb.cells[0].source and "How real systems do it" in markdown
+    assert "## Exercise" in markdown and "Experiment" in markdown and "paykit lab grade" in markdown
+    assert format_problems(nb) == [], format_problems(nb)
+    assert all("check_lab(" in nb.cells[i].source for i in graded_cells(nb))

@@ -71,3 +71,24 @@ def test_a_student_version_fails_exactly_at_its_graded_cells(runs, path):
     assert run.problems == [], str(run)
     for i in run.graded:
         assert "✗" in run.failed[i] and student.HINT_MARK in run.failed[i]
+
+
+# The lab sheets (lessons/labs) import their starter module from their own folder.
+LAB_SHEETS = [
+    LESSONS / "labs" / "lab_b_coordinator.ipynb",
+    LESSONS / "labs" / "lab_c_idempotency.ipynb",
+]
+
+
+@pytest.mark.parametrize("path", LAB_SHEETS, ids=lambda p: p.name)
+def test_a_lab_sheets_student_version_fails_exactly_at_its_graded_cells(tmp_path, path):
+    for starter in path.parent.glob("*_starter.py"):
+        (tmp_path / starter.name).write_text(starter.read_text())
+    given = student.student_version(nbformat.read(path, as_version=4))
+    for i in student.solution_cells(given):
+        assert student.BEGIN not in given.cells[i].source
+    nbformat.write(given, tmp_path / path.name)
+    run = student.check_student_version(tmp_path / path.name)
+    assert run.graded and run.problems == [], str(run)
+    for i in run.graded:
+        assert "✗" in run.failed[i] and student.HINT_MARK in run.failed[i]

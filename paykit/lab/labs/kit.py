@@ -116,3 +116,15 @@ def open_session(c: LocalCluster, session: GatewaySession) -> GatewaySession:
     fresh = c.session()
     fresh.authenticate(session.username, PASSWORD)
     return fresh
+
+
+def check_lab(report) -> None:
+    """A lab sheet's graded cell: prints ✓ when every check of the report passed, or ✗ with
+    each failed check's hint, and then raises AssertionError."""
+    if report.passed:
+        print(f"✓ lab {report.lab}: {report.score}/{report.out_of}, every check passed")
+        return
+    lines = [f"✗ lab {report.lab}: {report.score}/{report.out_of}"]
+    lines += [f"  Hint: {r.check.name}: {r.hint}" for r in report.results if not r.passed]
+    print("\n".join(lines))
+    raise AssertionError(f"lab {report.lab}: {', '.join(report.failed())} failed")
