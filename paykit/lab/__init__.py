@@ -16,6 +16,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
     PaymentForm                                        the ipywidgets payment form
     grade                                              grade a lab (paykit.lab.grading)
+    check_lab                                          a lab sheet's graded cell: ✓, or ✗ + hints
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "FAILPOINTS": "paykit.core.failpoints",
     "PaymentForm": "paykit.client.widgets",
     "grade": "paykit.lab.grading",
+    "check_lab": "paykit.lab.labs.kit",
     "sequence_diagram": "paykit.lab.diagram",
     "sequence_steps": "paykit.lab.diagram",
     "table": "paykit.lab.display",
