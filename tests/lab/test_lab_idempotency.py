@@ -42,6 +42,14 @@ def test_a_classic_mistake_fails_with_its_hint(bug, check, words):
     assert words in report.hint(check), report.text()
 
 
+@pytest.mark.parametrize(
+    "bug", [b for b, _, _ in BUGS if b is not bugs.AnswersInMemory], ids=lambda b: b.__name__
+)
+def test_the_model_check_catches_every_mistake_a_single_process_can_show(bug):
+    report = grading.grade("idempotency", bug, seed=5, only=["model"])
+    assert report.failed() == ["model"] and "model check found a sequence" in report.hint("model")
+
+
 def test_every_bug_is_a_store_with_one_rule_broken():
     assert len(BUGS) >= 10 and len({b for b, _, _ in BUGS}) == len(BUGS)
     assert all(issubclass(b, SqlKeys) and b is not SqlKeys for b, _, _ in BUGS)

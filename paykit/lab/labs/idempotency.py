@@ -310,6 +310,13 @@ def expired(keys: Keys, run: Run) -> None:
         raise Broken("a pruned key must never start a second payment")
 
 
+def model(run: Run) -> None:
+    """The hypothesis model: random sequences against a dict model of the rules."""
+    from paykit.lab.labs.idempotency_model import model_check
+
+    model_check(run, Keys)
+
+
 # -- whole-cluster checks -------------------------------------------------------------------
 
 
@@ -457,6 +464,7 @@ LAB = Lab(
         Check("prune", "finished keys older than the retention are pruned", prune_old),
         Check("prune_in_progress", "a key in progress is never pruned", prune_in_progress),
         Check("expired", "a pruned key is KEY_EXPIRED, never run again", expired),
+        Check("model", "random claims, finishes, hours and prunes: as the rules say", model, 2),
         Check("gateway_replay", "replays through a real gateway", gateway_replay, points=2),
         Check(
             "crash_retry", "a retry after a gateway crash replays, once", crash_then_retry, points=2
