@@ -11,7 +11,7 @@ You write rules, not SQL; `table` (paykit.gateway.keystore.KeyTable) gives you:
     table.insert(KeyRecord(...))                       add a row (IntegrityError if one exists)
     table.put(KeyRecord(...))                          add or replace a row
     table.set_response(username, key, response_bytes)  store a response (False: no such row)
-    table.delete(username, key)
+    table.delete(username, key)                        (delete_all([(username, key), ...]))
     table.older_than(cutoff_ms, limit) -> [KeyRecord]  oldest rows first, finished or not
     table.earlier_payment(username, key)               the payment made with this key, kept
         -> EarlierPayment(payment_id, fingerprint) | None   after the key row is pruned

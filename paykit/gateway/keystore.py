@@ -106,6 +106,12 @@ class KeyTable:
             "DELETE FROM idempotency_keys WHERE username = ? AND idem_key = ?", (username, key)
         )
 
+    def delete_all(self, keys: list[tuple[str, str]]) -> None:
+        """Deletes the rows of these (username, key) pairs, in one statement's worth of work."""
+        self.conn.executemany(
+            "DELETE FROM idempotency_keys WHERE username = ? AND idem_key = ?", keys
+        )
+
     def older_than(self, cutoff_ms: int, limit: int) -> list[KeyRecord]:
         """Up to `limit` rows created before `cutoff_ms`, oldest first (finished or not)."""
         rows = self.conn.execute(
@@ -196,9 +202,8 @@ class SqlKeys(IdempotencyStoreBase):
 
     def prune(self, table: KeyTable, cutoff_ms: int, limit: int) -> int:
         # Only finished keys: an in-progress key must keep answering IN_PROGRESS until decided.
-        done = [r for r in table.older_than(cutoff_ms, limit) if r.finished]
-        for r in done:
-            table.delete(r.username, r.key)
+        done = [(r.username, r.key) for r in table.older_than(cutoff_ms, limit) if r.finished]
+        table.delete_all(done)
         return len(done)
 
 
