@@ -41,6 +41,25 @@ def test_a_classic_mistake_fails_with_its_hint(bug, check, words):
     assert words in report.hint(check), report.text()
 
 
+# The model check's random scenarios (votes, refusals, restarts) catch these as well.
+MODEL_CATCHES = [
+    bugs.SendsBeforeLogging,
+    bugs.AbortsAfterCommitTimeout,
+    bugs.NeverRedrivesAfterRestart,
+    bugs.CommitsOnNo,
+    bugs.CommitsOnMissingVote,
+    bugs.DecidesOnFirstYes,
+    bugs.ForgetsLogOnRestart,
+    bugs.RedrivesOnlyCommits,
+]
+
+
+@pytest.mark.parametrize("bug", MODEL_CATCHES, ids=lambda b: b.__name__)
+def test_the_model_check_catches_outcome_logging_and_redrive_mistakes(bug):
+    report = grading.grade("coordinator", bug, seed=5, only=["model"])
+    assert report.failed() == ["model"] and "the model check" in report.hint("model")
+
+
 def test_every_bug_is_the_reference_with_one_rule_broken():
     assert len({b for b, _, _ in BUGS}) >= 10
     assert all(issubclass(b, TwoPhaseRules) and b is not TwoPhaseRules for b, _, _ in BUGS)

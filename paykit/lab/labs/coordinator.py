@@ -70,24 +70,30 @@ class Banks:
 class Gateway:
     """The student's rules in the gateway's coordinator, over a real log, with fake banks."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(
+        self, run: Run, name: str = "gateway.db", prepare_timeout_s: float = PREPARE_TIMEOUT_S
+    ) -> None:
         self.run = run
-        self.db = Database(run.workdir / "gateway.db", payments.SCHEMA + idempotency.SCHEMA)
+        self.prepare_timeout_s = prepare_timeout_s
+        self.db = Database(run.workdir / name, payments.SCHEMA + idempotency.SCHEMA)
         self.banks = Banks(self.db)
         self.coordinator = self._coordinator()
 
     def _coordinator(self) -> PluggedCoordinator:
         from paykit.gateway.server import encode_pay_response
 
-        return PluggedCoordinator(
+        coordinator = PluggedCoordinator(
             self.db,
             self.banks,
             advertise="127.0.0.1:1",
-            prepare_timeout_s=PREPARE_TIMEOUT_S,
+            prepare_timeout_s=self.prepare_timeout_s,
             encode_response=encode_pay_response,
             retention_s=3600.0,
             rules=self.run.target,
         )
+        if self.prepare_timeout_s < PREPARE_TIMEOUT_S:  # the model's quick scenarios
+            coordinator.rules.kit.retry_cap_s = coordinator.rules.kit.down_for_s = 0.2
+        return coordinator
 
     def pay(self, key: str | None = None) -> tuple[str, pb.Payment]:
         _, response = self.coordinator.pay(
@@ -329,6 +335,13 @@ def recover_aborts(gw: Gateway) -> None:
     )
 
 
+def model(run: Run) -> None:
+    """The hypothesis model: random vote, refusal and restart scenarios."""
+    from paykit.lab.labs.coordinator_model import model_check
+
+    model_check(run, Gateway)
+
+
 # -- whole-cluster checks -------------------------------------------------------------------
 
 # failpoint -> the payment's final status after a crash there and a restart
@@ -430,6 +443,7 @@ LAB = Lab(
         Check(
             "recover", "recovery aborts the undecided and tells the banks", _safe(recover_aborts)
         ),
+        Check("model", "random votes, refusals and restarts: 2PC's outcome", _safe(model), 2),
         Check(
             "crash_points", "kill -9 at each decision failpoint, restart", crash_points, points=3
         ),
