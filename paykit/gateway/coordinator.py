@@ -188,12 +188,12 @@ class Coordinator:
             done, _ = wait(waiting, left_s, return_when=FIRST_COMPLETED)
             if not done:  # the deadline passed: each bank still silent counts as a NO
                 for leg, bank in waiting.values():
-                    _log_vote(p, leg, bank, Vote(False, "BANK_TIMEOUT"))
+                    log_vote(p, leg, bank, Vote(False, "BANK_TIMEOUT"))
                 late = " and ".join(bank for _, bank in waiting.values())
                 return Decision.ABORT, "BANK_TIMEOUT", f"{late} did not vote in time"
             for future in done:
                 (leg, bank), vote = waiting.pop(future), future.result()
-                _log_vote(p, leg, bank, vote)
+                log_vote(p, leg, bank, vote)
                 if not vote.yes:
                     return Decision.ABORT, vote.reason, vote.message
         return Decision.COMMIT, "", ""
@@ -329,7 +329,7 @@ class Coordinator:
         return prune_all(self.db.write, self.keys, self.retention_s, batch=idempotency.PRUNE_BATCH)
 
 
-def _log_vote(p: PaymentRecord, leg: str, bank: str, vote: Vote) -> None:
+def log_vote(p: PaymentRecord, leg: str, bank: str, vote: Vote) -> None:
     eventlog.event(
         "2pc.vote",
         txn_id=p.payment_id,

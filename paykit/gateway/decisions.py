@@ -30,7 +30,7 @@ from paykit.core.clock import now_ms
 from paykit.core.errors import InProgress
 from paykit.core.twopc import CREDIT, DEBIT, Decision, Vote, leg_txn_id, payment_of
 from paykit.gateway import payments
-from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator, _log_vote
+from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator, log_vote
 from paykit.gateway.payments import PaymentRecord
 
 DOWN_FOR_S = 0.5  # a bank that did not acknowledge is skipped by `send` this long (redrive only)
@@ -63,11 +63,11 @@ class Ballot:
         done, _ = wait(self._waiting, left_s, return_when=FIRST_COMPLETED)
         if not done:
             for leg, bank in self._waiting.values():
-                _log_vote(self._p, leg, bank, Vote(False, "BANK_TIMEOUT"))
+                log_vote(self._p, leg, bank, Vote(False, "BANK_TIMEOUT"))
             return None
         future = next(iter(done))
         (leg, bank), vote = self._waiting.pop(future), future.result()
-        _log_vote(self._p, leg, bank, vote)
+        log_vote(self._p, leg, bank, vote)
         return leg, vote
 
 
