@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Balance": "paykit.client.models",
     "Payment": "paykit.client.models",
+    "Registration": "paykit.client.models",
+    "SignIn": "paykit.client.models",
     "PaymentClient": "paykit.client.api",
     "LocalCluster": "paykit.lab.cluster",
     "PaykitError": "paykit.core.errors",
@@ -34,6 +36,8 @@ __all__ = [
     "PaykitError",
     "Payment",
     "PaymentClient",
+    "Registration",
+    "SignIn",
     "format_minor",
     "parse_amount",
 ]

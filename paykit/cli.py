@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from paykit.core import config
+from paykit.core.commandline import finish_parser
 from paykit.core.errors import PaykitError
 
 EPILOG = "Run state (databases, logs, the dev PKI) goes to $PAYKIT_HOME, else ./.paykit."
@@ -127,9 +128,9 @@ def cmd_gateway(args) -> int:
 
 def cmd_client(args) -> int:
     from paykit.client.api import PaymentClient
+    from paykit.client.line_editing import default_history_path
     from paykit.client.shell import Shell
 
-    interactive = sys.stdin.isatty()
     outbox_dir = Path(args.outbox_dir) if args.outbox_dir else None
     # Like the servers, the CLI client logs every call attempt (JSON lines, no secrets).
     log_path = (
@@ -138,14 +139,14 @@ def cmd_client(args) -> int:
     with PaymentClient(
         args.gateway, pki_dir=_pki_dir(args), outbox_dir=outbox_dir, log_path=log_path
     ) as client:
-        shell = Shell(client, default_bank=args.bank)
-        if interactive:
-            print(
-                f"[CLIENT] Connected to gateway {args.gateway}. Type help for commands, quit to "
-                "leave."
-            )
-        shell.run(sys.stdin, prompt=interactive)
-    return 0
+        # exit codes, --json, where errors go: paykit.client.exit_codes and docs/client.md
+        shell = Shell(client, default_bank=args.bank, err=sys.stderr, json=args.json)
+        if not sys.stdin.isatty():  # piped: no prompt, no readline
+            return shell.run(sys.stdin)
+        return shell.interact(
+            Path(args.history) if args.history else default_history_path(),
+            banner=f"Connected to gateway {args.gateway}. Type help for commands, quit to leave.",
+        )
 
 
 def cmd_up(args) -> int:
@@ -235,8 +236,13 @@ def _add_up(sub) -> None:
     p = sub.add_parser(
         "up", help="start BankA:50051, BankB:50052 and the gateway:50050 (Ctrl+C stops all)"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--prepare-timeout-s", type=float, default=config.PREPARE_TIMEOUT_S)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--prepare-timeout-s",
+        type=float,
+        default=config.PREPARE_TIMEOUT_S,
+        help=f"the gateway's vote timeout (default {config.PREPARE_TIMEOUT_S})",
+    )
     p.set_defaults(func=cmd_up)
 
 
@@ -366,7 +372,26 @@ def _add_client(sub) -> None:
         help="folder of the offline outboxes, one file per gateway and user "
         "(default: <state folder>/outbox)",
     )
+    _client_script_args(p)
     p.set_defaults(func=cmd_client)
+
+
+def _client_script_args(p: argparse.ArgumentParser) -> None:
+    from paykit.client.exit_codes import EPILOG as CLIENT_EPILOG
+
+    p.epilog = CLIENT_EPILOG
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="for scripts: one JSON object per command on stdout, errors included, no [CLIENT] "
+        "lines",
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        help="the terminal's command history, kept across sessions; lines with a password are "
+        "never written (default: <state folder>/client_history)",
+    )
 
 
 def _add_pki(sub) -> None:
@@ -409,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in TOOLS.items():
         sub.add_parser(name, help=text)
     _add_pki(sub)
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

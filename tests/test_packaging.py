@@ -31,6 +31,8 @@ def test_public_api_is_pinned():
         "PaykitError",
         "Payment",
         "PaymentClient",
+        "Registration",
+        "SignIn",
         "format_minor",
         "parse_amount",
     ]

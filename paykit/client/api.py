@@ -33,6 +33,8 @@ from paykit.client.models import (
     STATUS_VALUES,
     Balance,
     Payment,
+    Registration,
+    SignIn,
     to_minor,
 )
 from paykit.client.notify import (
@@ -60,7 +62,7 @@ from paykit.core.money import parse_amount
 from paykit.rpc.pki import CLIENT_CN, load_identity
 from paykit.v1 import payment_pb2 as pb
 
-__all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "to_minor"]
+__all__ = ["RETRYABLE", "Balance", "Payment", "PaymentClient", "Registration", "SignIn", "to_minor"]
 
 # pay() waits this long for a connection before queuing, so it answers at once when the
 # gateway is down (a refused connection shows within milliseconds; this bounds a hung one).
@@ -164,11 +166,14 @@ class PaymentClient:
         bank: str = "",
         *,
         opening_balance_minor: int | None = None,
-    ) -> pb.RegisterResponse:
+    ) -> Registration:
+        """Creates a user and opens their account (bank "": the gateway's first bank)."""
         minor = to_minor(opening_balance, opening_balance_minor, opening=True)
-        return self.session.register(username, password, account_id, minor, bank)
+        return Registration.from_pb(
+            self.session.register(username, password, account_id, minor, bank)
+        )
 
-    def authenticate(self, username: str, password: str) -> pb.AuthenticateResponse:
+    def authenticate(self, username: str, password: str) -> SignIn:
         """Signs in; if this user has an outbox with payments waiting, sending them resumes."""
         before = self.session.username
         reply = self.session.authenticate(username, password)
@@ -180,7 +185,7 @@ class PaymentClient:
             self._notice(RESUMED_AUTH)
         else:
             self._open_outbox(create=False)
-        return reply
+        return SignIn.from_pb(reply)
 
     def logout(self) -> None:
         self.session.logout()

@@ -1,10 +1,14 @@
-"""What the Python client returns (dataclasses of balances and payments), and amounts in Python."""
+"""What the Python client returns, and amounts in Python.
+
+Every PaymentClient method answers with a frozen dataclass of this module (Registration, SignIn,
+Balance, Payment) or of paykit.client.outbox (Entry), never a protobuf message: one style to
+learn, and a repr that never shows a token. docs/client.md lists them."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from paykit.core.errors import InvalidAmount
@@ -53,6 +57,44 @@ def html_view(title: str, fields: Mapping[str, object]) -> str:
             text = f'<b style="color:{colour}">{text}</b>'
         rows.append(f'<tr><th style="text-align:left">{html.escape(name)}</th><td>{text}</td></tr>')
     return f"<table><caption>{html.escape(title)}</caption>{''.join(rows)}</table>"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What register() answers: the user and the account opened for them."""
+
+    username: str
+    bank: str
+    account_id: str
+
+    def as_row(self) -> dict[str, object]:
+        return {"user": self.username, "bank": self.bank, "account": self.account_id}
+
+    def _repr_html_(self) -> str:
+        return html_view("Registration", self.as_row())
+
+    @classmethod
+    def from_pb(cls, r: pb.RegisterResponse) -> Registration:
+        return cls(r.username, r.bank, r.account_id)
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """What authenticate() answers. The token is a bearer secret: kept out of repr and rows."""
+
+    username: str
+    expires_unix_ms: int
+    token: str = field(default="", repr=False)
+
+    def as_row(self) -> dict[str, object]:
+        return {"user": self.username, "expires_unix_ms": self.expires_unix_ms}
+
+    def _repr_html_(self) -> str:
+        return html_view("Signed in", self.as_row())
+
+    @classmethod
+    def from_pb(cls, r: pb.AuthenticateResponse) -> SignIn:
+        return cls(r.username, r.expires_unix_ms, r.token)
 
 
 @dataclass(frozen=True)

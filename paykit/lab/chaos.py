@@ -30,8 +30,10 @@ from pathlib import Path
 
 from paykit.client.session import GatewaySession
 from paykit.core.clock import Backoff, now_ms
+from paykit.core.commandline import finish_parser
 from paykit.core.errors import PaykitError, Unavailable
 from paykit.lab.check import FAILED, SUCCEEDED, Report, check_invariants, money_sample, read_gateway
+from paykit.lab.terminal import on_terminal
 from paykit.v1 import payment_pb2 as pb
 
 UNCERTAIN = "uncertain"
@@ -218,10 +220,17 @@ class ChaosReport:
 class _Run:
     """The state of one chaos run shared by the payer, nemesis and sampler threads."""
 
-    def __init__(self, cfg: ChaosConfig, cluster, progress: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        cfg: ChaosConfig,
+        cluster,
+        progress: Callable[[str], None] | None,
+        status_lines: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.cluster = cluster
         self.progress = progress or (lambda _line: None)
+        self.status_lines = status_lines  # the sampler's line every 2 s (events print anyway)
         self.report = ChaosReport(cfg, cluster.data_dir)
         self.lock = threading.Lock()
         self.stop_paying = threading.Event()
@@ -440,7 +449,7 @@ class _Run:
             sample = self.sample()
             with self.lock:
                 self.report.samples.append(sample)
-            if sample.t_s - last_line >= 2.0:
+            if self.status_lines and sample.t_s - last_line >= 2.0:
                 last_line = sample.t_s
                 money = (
                     "unreadable"
@@ -480,11 +489,16 @@ def run_chaos(
     config: ChaosConfig | None = None,
     *,
     progress: Callable[[str], None] | None = print,
+    status_lines: bool = True,
     cluster_options: dict | None = None,
     **overrides,
 ) -> ChaosReport:
     """Runs one chaos test on a fresh local cluster and returns its report (see ChaosReport).
-    `cluster_options` go to LocalCluster too (the labs: coordinator=, idempotency=)."""
+
+    progress gets each event (a fault, the heal, recovery) and, with status_lines, a status
+    line every two seconds (payments done, money, what is down): `paykit chaos` shows those only
+    on a terminal. `cluster_options` go to LocalCluster too (the labs: coordinator=,
+    idempotency=)."""
     from paykit.lab.cluster import LocalCluster
 
     cfg = replace(config or PROFILES["short"], **overrides)
@@ -511,7 +525,7 @@ def run_chaos(
     )
     cluster.start()
     try:
-        return _run(_Run(cfg, cluster, progress))
+        return _run(_Run(cfg, cluster, progress, status_lines))
     finally:
         cluster.stop()
 
@@ -630,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(cut, partition, lost replies, delay) on a seeded schedule, then heal and check that "
         "every payment happened exactly once. Exits 1 on any violated invariant.",
         epilog="Longer run: paykit chaos --profile long --seed 7 (five minutes, 8 payers, 12 "
-        "accounts).",
+        "accounts). Each fault prints a line; the status line every 2 s (payments, money, what "
+        "is down) only on a terminal, not into a pipe or a file.",
     )
     p.add_argument(
         "--profile", choices=sorted(PROFILES), default="short", help="preset sizes (default short)"
@@ -664,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the cluster's databases and logs go (default: a temp folder)",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
-    return p
+    return finish_parser(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -691,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             PROFILES[args.profile],
             seed=seed,
             progress=None if args.quiet else lambda line: print(line, flush=True),
+            status_lines=on_terminal(sys.stdout),  # progress on a terminal, not in a pipe
             **overrides,
         )
     except ValueError as err:

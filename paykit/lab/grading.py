@@ -29,6 +29,8 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paykit.core.commandline import finish_parser
+
 # The labs by name -> the module holding its LAB.
 LABS: dict[str, str] = {
     "participant": "paykit.lab.labs.participant",
@@ -256,7 +258,8 @@ def grade(
     return Report(the_lab.name, shown, seed, results)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`paykit lab VERB`: for now the one verb, grade."""
     parser = argparse.ArgumentParser(
         prog="paykit lab",
         description="Grade a lab: the kit's own crash tests run against your class.",
@@ -269,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument(
         "--check", action="append", default=[], metavar="NAME", help="run only this check"
     )
-    args = parser.parse_args(argv)
+    return finish_parser(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     sys.path.insert(0, str(Path.cwd()))  # `mylab:MyParticipant` from the student's own folder
     try:
         report = grade(args.lab, args.target, seed=args.seed, only=args.check)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from paykit.lab.terminal import on_terminal
+
 RPCS_PER_PAYMENT = 5  # Pay, 2 x Prepare, 2 x Commit (GetBalance etc. are not on the path)
 PASSWORD = "bench-password"
 OPENING_MINOR = 100_000_000  # 1,000,000.00 each: small payments in a ring never drain anyone
@@ -114,7 +116,7 @@ def drive(
                 reason = call()
             except Exception as exc:
                 # a failed call is a figure of the benchmark, not a crash of it
-                reason = getattr(exc, "reason", type(exc).__name__)
+                reason = _reason(exc)
             if reason:
                 errs[reason] += 1
             else:
@@ -129,7 +131,7 @@ def drive(
     for t in threads:
         t.join()
     phase.elapsed_s = time.perf_counter() - started
-    if out is not None:
+    if on_terminal(out):  # wipe the progress line
         print("\r" + " " * 78 + "\r", end="", file=out, flush=True)
     for lat, errs in zip(per_thread, errors, strict=True):
         phase.latencies_ms.extend(lat)
@@ -139,8 +141,10 @@ def drive(
 
 
 def _until_done(name, started, per_thread, errors, duration_s, budget, out, on_count) -> None:
-    """Waits until the time is up or `budget` calls succeeded; prints progress each second."""
+    """Waits until the time is up or `budget` calls succeeded; on a terminal, redraws a progress
+    line each second (a pipe gets none: "\r" redraws are noise in a log)."""
     deadline = started + duration_s if duration_s else float("inf")
+    out = out if on_terminal(out) else None
     last = started
     while True:
         time.sleep(0.05)
@@ -190,8 +194,19 @@ def pay_calls(clients: list, accounts: list[tuple[str, str]], *, outbox: bool = 
     return [make(i) for i in range(len(clients))]
 
 
+def _reason(exc: Exception) -> str:
+    """A failed call's reason: paykit's own, else the gRPC status code, else the type's name."""
+    if hasattr(exc, "reason"):
+        return exc.reason
+    code = getattr(exc, "code", None)
+    if callable(code) and code() is not None:
+        return code().name
+    return type(exc).__name__
+
+
 def noop_calls(cluster, n: int) -> tuple[list, list]:
     """Health Check on the gateway, one channel per thread, like one PaymentClient per payer."""
+    import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from paykit.rpc.channels import secure_channel
@@ -203,6 +218,11 @@ def noop_calls(cluster, n: int) -> tuple[list, list]:
     channels = [
         secure_channel(cluster.gateway_address, tls, server_name=GATEWAY_CN) for _ in range(n)
     ]
+    # Connected before the clock starts, as the payers' channels are by their sign-in: 64
+    # handshakes at once on a loaded machine leave some channels in reconnect backoff, and a call
+    # on such a channel fails at once (counted as an error, and the floor looks lower than it is).
+    for channel in channels:
+        grpc.channel_ready_future(channel).result(timeout=60)
     request = health_pb2.HealthCheckRequest(service="")
 
     def make(channel):

@@ -19,6 +19,7 @@ from paykit.gateway import idempotency, payments
 from paykit.gateway.payments import PaymentRecord
 from paykit.gateway.server import encode_pay_response
 from paykit.lab.load import BANKS
+from paykit.lab.terminal import on_terminal
 
 PRELOAD_BATCH = 50_000  # rows per executemany: bounded memory however big the preload
 PRELOAD_SPAN_MS = 30 * 24 * 3600 * 1000  # the history spreads over the last 30 days
@@ -49,11 +50,11 @@ def preload(cluster, users: list[tuple[str, str, str]], n: int, out: TextIO | No
             with conn:
                 ledger.insert_history(conn, rows["legs"][bank], rows["net"][bank])
         done += size
-        if out is not None:
+        if on_terminal(out):  # progress only on a terminal: a pipe gets bench's result lines
             print(f"\r  preload: {done}/{n} payments", end="", file=out, flush=True)
     for conn in (gw, *banks.values()):
         conn.close()
-    if out is not None:
+    if on_terminal(out):
         print(file=out)
 
 

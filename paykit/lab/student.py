@@ -26,6 +26,8 @@ from pathlib import Path
 
 import nbformat
 
+from paykit.core.commandline import finish_parser
+
 LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"
 # nbgrader's default stub also raises NotImplementedError, which would make the answer cell fail
@@ -259,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="then run each one: exactly its graded cells must fail, each with its hint",
     )
     p.add_argument("--jobs", type=int, default=1, help="student versions run at once (--check)")
-    return parser
+    return finish_parser(parser)
 
 
 def main(argv: list[str]) -> int:

@@ -15,14 +15,14 @@ from paykit.lab import chaos
 
 
 @pytest.mark.parametrize(
-    ("seed", "faults"),
+    ("seed", "faults", "status_lines"),
     [
-        (11, ("kill", "pause", "partition", "drop-replies")),
-        (12, ("failpoint", "kill", "cut", "delay")),
+        (11, ("kill", "pause", "partition", "drop-replies"), True),
+        (12, ("failpoint", "kill", "cut", "delay"), False),  # as `paykit chaos` in a pipe
     ],
     ids=["kill-pause-partition", "failpoint-kill-cut-delay"],
 )
-def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
+def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults, status_lines):
     lines: list[str] = []
     report = chaos.run_chaos(
         seed=seed,
@@ -33,6 +33,7 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
         accounts=6,
         data_dir=tmp_path / "cluster",
         progress=lines.append,
+        status_lines=status_lines,
     )
     summary = report.summary()
     assert report.ok, summary
@@ -71,6 +72,9 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path, seed, faults):
     assert [r["completed"] for r in rows] == sorted(r["completed"] for r in rows)
     assert (rows[-1]["total_minor"], rows[-1]["in_flight_minor"]) == (rows[-1]["opened_minor"], 0)
     assert any(line.startswith("[chaos]") for line in lines)
+    # Events print either way; the status line every 2 s is a terminal's progress only.
+    assert any("healed" in line for line in lines)
+    assert any(" done (" in line for line in lines) == status_lines
 
 
 def overlapping(faults) -> bool:
