@@ -347,8 +347,10 @@ def model(run: Run) -> None:
 # failpoint -> the payment's final status after a crash there and a restart
 CRASHES = {
     "gateway.before_decision": pb.PAYMENT_STATUS_FAILED,
+    "gateway.decision_write": pb.PAYMENT_STATUS_FAILED,
     "gateway.after_commit_logged": pb.PAYMENT_STATUS_SUCCEEDED,
     "gateway.between_commits": pb.PAYMENT_STATUS_SUCCEEDED,
+    "gateway.before_reply": pb.PAYMENT_STATUS_SUCCEEDED,
 }
 
 
@@ -444,9 +446,7 @@ LAB = Lab(
             "recover", "recovery aborts the undecided and tells the banks", _safe(recover_aborts)
         ),
         Check("model", "random votes, refusals and restarts: 2PC's outcome", _safe(model), 2),
-        Check(
-            "crash_points", "kill -9 at each decision failpoint, restart", crash_points, points=3
-        ),
+        Check("crash_points", "kill -9 at each gateway failpoint, restart", crash_points, points=3),
         Check("chaos", "a short chaos run keeps every invariant", chaos, points=2),
     ],
 )

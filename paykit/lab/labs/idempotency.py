@@ -353,12 +353,14 @@ def gateway_replay(run: Run) -> None:
 
 
 def crash_then_retry(run: Run) -> None:
-    """The gateway dies after deciding but before answering, and after claiming but before
-    deciding: the retry after the restart replays the decided answer, exactly once."""
+    """The gateway dies after deciding but before answering (after logging COMMIT, before its
+    reply) and after claiming but before deciding: the retry after the restart replays the
+    decided answer, exactly once."""
     c = _cluster(run)
     ada, _ = kit.payer(c)
     _, bob = kit.payer(c, bank="BankB")
     _crash_and_retry(c, ada, bob, "gateway.before_reply", pb.PAYMENT_STATUS_SUCCEEDED)
+    _crash_and_retry(c, ada, bob, "gateway.after_commit_logged", pb.PAYMENT_STATUS_SUCCEEDED)
     _crash_and_retry(c, ada, bob, "gateway.before_decision", pb.PAYMENT_STATUS_FAILED)
     kit.settled(c, "after the crashes the books do not add up")
 
