@@ -41,11 +41,11 @@ def test_a_classic_mistake_fails_with_its_hint(bug, check, words):
     assert words in report.hint(check), report.text()
 
 
-# The model check's random scenarios (votes, refusals, restarts) catch these as well.
+# The model check's random scenarios (votes, refusals, restarts) catch these as well (and
+# NeverRedrivesAfterRestart, left out here: waiting out its redrive costs 9 s).
 MODEL_CATCHES = [
     bugs.SendsBeforeLogging,
     bugs.AbortsAfterCommitTimeout,
-    bugs.NeverRedrivesAfterRestart,
     bugs.CommitsOnNo,
     bugs.CommitsOnMissingVote,
     bugs.DecidesOnFirstYes,
