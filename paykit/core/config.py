@@ -82,3 +82,6 @@ class GatewayConfig:
     batching: bool = True
     failpoints: bool = False
     workers: int = SERVER_WORKERS
+    # "module:Class" of a student's rules (the labs); empty: the gateway's own.
+    coordinator_class: str = ""
+    idempotency_class: str = ""

@@ -29,6 +29,7 @@ from paykit.core.db import Database
 from paykit.core.errors import InProgress, PaykitError
 from paykit.core.twopc import CREDIT, DEBIT, Decision, Vote, leg_txn_id, payment_of
 from paykit.gateway import idempotency, payments
+from paykit.gateway.keystore import IdempotencyStoreBase, KeyTable, PayRequest, SqlKeys, prune_all
 from paykit.gateway.payments import PaymentRecord
 
 DRIVE_INLINE_S = (
@@ -71,8 +72,11 @@ class Coordinator:
         encode_response: Callable[[PaymentRecord], bytes],
         retention_s: float,
         parallel_decisions: bool = False,
+        keys: IdempotencyStoreBase | None = None,
     ) -> None:
         self.db = db
+        # The idempotency store's rules (Lab C lets a student's class stand in for ours).
+        self.keys = keys if keys is not None else SqlKeys()
         self.participants = participants
         self.advertise = advertise
         self.prepare_timeout_s = prepare_timeout_s
@@ -140,8 +144,9 @@ class Coordinator:
         fp = idempotency.fingerprint(
             p.from_bank, p.from_account, p.to_bank, p.to_account, p.amount_minor
         )
+        request = PayRequest(p.username, p.idempotency_key, fp, p.payment_id)
         with self.db.write() as conn:
-            claim = idempotency.claim(conn, p.username, p.idempotency_key, fp, p.payment_id)
+            claim = self.keys.claim(KeyTable(conn), request)
             if claim.response is not None:
                 eventlog.event(
                     "idempotency.replay",
@@ -150,9 +155,8 @@ class Coordinator:
                     user=p.username,
                 )
                 return claim.payment_id, claim.response
-            earlier = payments.by_key(conn, p.username, p.idempotency_key)
-            if earlier is not None:  # its key was pruned, the payment was not: never run it twice
-                raise idempotency.expired(earlier, fp)
+            if claim.payment_id != p.payment_id:  # neither new nor a replay: the store's bug
+                raise InProgress("the idempotency store gave another payment without its answer")
             payments.insert(conn, p)
         return None
 
@@ -184,12 +188,12 @@ class Coordinator:
             done, _ = wait(waiting, left_s, return_when=FIRST_COMPLETED)
             if not done:  # the deadline passed: each bank still silent counts as a NO
                 for leg, bank in waiting.values():
-                    _log_vote(p, leg, bank, Vote(False, "BANK_TIMEOUT"))
+                    log_vote(p, leg, bank, Vote(False, "BANK_TIMEOUT"))
                 late = " and ".join(bank for _, bank in waiting.values())
                 return Decision.ABORT, "BANK_TIMEOUT", f"{late} did not vote in time"
             for future in done:
                 (leg, bank), vote = waiting.pop(future), future.result()
-                _log_vote(p, leg, bank, vote)
+                log_vote(p, leg, bank, vote)
                 if not vote.yes:
                     return Decision.ABORT, vote.reason, vote.message
         return Decision.COMMIT, "", ""
@@ -202,7 +206,7 @@ class Coordinator:
         with self.db.write() as conn:
             logged = payments.log_decision(conn, p.payment_id, decision, reason, message)
             if logged:
-                idempotency.store_response(conn, p.payment_id, response)
+                self.keys.finish(KeyTable(conn), decided, response)
         if not logged:
             # only abort_stranded can find it decided already (the decision is written once)
             return b""
@@ -322,10 +326,10 @@ class Coordinator:
                 return settled
 
     def prune_keys(self) -> int:
-        return idempotency.prune(self.db.write, self.retention_s)
+        return prune_all(self.db.write, self.keys, self.retention_s, batch=idempotency.PRUNE_BATCH)
 
 
-def _log_vote(p: PaymentRecord, leg: str, bank: str, vote: Vote) -> None:
+def log_vote(p: PaymentRecord, leg: str, bank: str, vote: Vote) -> None:
     eventlog.event(
         "2pc.vote",
         txn_id=p.payment_id,

@@ -15,9 +15,11 @@ from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, f
 from paykit.core.ids import check_account_id, prefix
 from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, format_minor
 from paykit.core.twopc import Decision
-from paykit.gateway import idempotency, payments, users
+from paykit.gateway import idempotency, payments, plugins, users
 from paykit.gateway.banks import BankChannels
 from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
+from paykit.gateway.decisions import CoordinatorBase, PluggedCoordinator
+from paykit.gateway.keystore import IdempotencyStoreBase, SqlKeys
 from paykit.gateway.operator import OperatorServicer
 from paykit.gateway.payments import PaymentRecord, SearchFilter
 from paykit.gateway.throttle import PeerBudget, SignInThrottle
@@ -316,7 +318,14 @@ def _every(period_s: float, stop: threading.Event, fn) -> None:
 
 def _coordinator(cfg: GatewayConfig, db: Database, banks: BankChannels, port: int) -> Coordinator:
     host = cfg.host if cfg.host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
-    return Coordinator(
+    keys = SqlKeys
+    if cfg.idempotency_class:  # Lab C: a student's idempotency store
+        keys = plugins.load_class(cfg.idempotency_class, IdempotencyStoreBase)
+    kind, rules = Coordinator, {}
+    if cfg.coordinator_class:  # Lab B: a student's decision and recovery rules
+        kind = PluggedCoordinator
+        rules = {"rules": plugins.load_class(cfg.coordinator_class, CoordinatorBase)}
+    return kind(
         db,
         banks,
         advertise=cfg.advertise or f"{host}:{port}",
@@ -324,6 +333,8 @@ def _coordinator(cfg: GatewayConfig, db: Database, banks: BankChannels, port: in
         encode_response=encode_pay_response,
         retention_s=cfg.idempotency_retention_s,
         parallel_decisions=not cfg.failpoints,
+        keys=keys(),
+        **rules,
     )
 
 

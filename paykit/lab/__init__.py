@@ -17,6 +17,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     PaymentForm                                        the ipywidgets payment form
     grade                                              grade a lab (paykit.lab.grading)
     participant                                        Lab A's interface (paykit.bank.participant)
+    check_lab                                          a lab sheet's graded cell: ✓, or ✗ + hints
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "PaymentForm": "paykit.client.widgets",
     "grade": "paykit.lab.grading",
     "participant": "paykit.bank.participant",  # Lab A: Participant, LegStore, Vote, states
+    "check_lab": "paykit.lab.labs.kit",
     "sequence_diagram": "paykit.lab.diagram",
     "sequence_steps": "paykit.lab.diagram",
     "table": "paykit.lab.display",

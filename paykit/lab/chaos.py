@@ -492,13 +492,15 @@ def run_chaos(
     *,
     progress: Callable[[str], None] | None = print,
     status_lines: bool = True,
+    cluster_options: dict | None = None,
     **overrides,
 ) -> ChaosReport:
     """Runs one chaos test on a fresh local cluster and returns its report (see ChaosReport).
 
     progress gets each event (a fault, the heal, recovery) and, with status_lines, a status
     line every two seconds (payments done, money, what is down): `paykit chaos` shows those only
-    on a terminal."""
+    on a terminal. `cluster_options` go to LocalCluster too (the labs: coordinator=,
+    idempotency=)."""
     from paykit.lab.cluster import LocalCluster
 
     cfg = replace(config or PROFILES["short"], **overrides)
@@ -522,6 +524,7 @@ def run_chaos(
         relays=any(kind in NETWORK_FAULTS for kind in cfg.faults),
         relay_seed=cfg.seed,
         participant=cfg.participant,
+        **(cluster_options or {}),
     )
     cluster.start()
     try:

@@ -110,6 +110,8 @@ class LocalCluster:
         relays: bool = True,
         relay_seed: int | None = None,
         participant: str | type | None = None,
+        coordinator: str = "",
+        idempotency: str = "",
     ) -> None:
         if seed_csv is not None and not Path(seed_csv).is_file():
             raise InvalidInput(
@@ -133,6 +135,9 @@ class LocalCluster:
         self.seed_csv = Path(seed_csv) if seed_csv else None
         # The gateway sends a bank's legs in batches (False: one unary call per leg).
         self.gateway_args = ("--batching", "on" if batching else "off", *gateway_args)
+        # The labs: a student's rules ("module:Class") run in the gateway in place of its own.
+        self.gateway_args += _lab_classes(coordinator=coordinator, idempotency=idempotency)
+        self._python_path = _module_folders(coordinator, idempotency)
         self.host = host
         ports = ports or {}
         self.procs = {
@@ -375,9 +380,11 @@ class LocalCluster:
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self._import_root:  # the student's module imports in the bank's process too
+        # The folders of a student's modules (a lab's), so the servers' processes import them.
+        folders = [p for p in (self._import_root, *self._python_path) if p]
+        if folders:
             env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (self._import_root, env.get("PYTHONPATH", "")) if p
+                [*dict.fromkeys(folders), *filter(None, [env.get("PYTHONPATH")])]
             )
         return env
 
@@ -585,6 +592,27 @@ def participant_target(participant: str | type | None) -> tuple[str, str]:
     origin = Path(spec.origin).resolve()
     depth = module_name.count(".") + (1 if origin.name == "__init__.py" else 0)
     return participant, str(origin.parents[depth])
+
+
+def _lab_classes(**classes: str) -> tuple[str, ...]:
+    return tuple(
+        arg for flag, dotted in classes.items() if dotted for arg in (f"--{flag}-class", dotted)
+    )
+
+
+def _module_folders(*dotted: str) -> list[str]:
+    """The folder each "module:Class" is imported from here (its top package's parent)."""
+    folders = []
+    for path in filter(None, dotted):
+        top = path.partition(":")[0].split(".")[0]
+        spec = importlib.util.find_spec(top)
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            raise InvalidInput(f"cannot find module {top[:40]!r} to run in the gateway")
+        origin = Path(spec.origin)
+        folder = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        if str(folder) not in folders:
+            folders.append(str(folder))
+    return folders
 
 
 @atexit.register

@@ -25,7 +25,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,14 +50,50 @@ class Broken(AssertionError):
     """A check found a rule broken; the message is the hint a student reads."""
 
 
+class Shared:
+    """What the checks of one grade share, made once: `get(name, make)` enters the context
+    manager `make(folder)` returns (a LocalCluster, say) the first time and gives the same object
+    after; grade() closes them all when its last check is done. `folder` outlives the checks."""
+
+    def __init__(self) -> None:
+        self._stacks: dict[str, ExitStack] = {}
+        self._items: dict[str, object] = {}
+        self._folder: Path | None = None
+
+    def get(self, name: str, make: Callable[[Path], AbstractContextManager]):
+        if name not in self._items:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="paykit-grade-shared-"))
+            stack = ExitStack()
+            self._items[name] = stack.enter_context(make(self._folder / name))
+            self._stacks[name] = stack
+        return self._items[name]
+
+    def drop(self, name: str) -> None:
+        """Closes one shared thing (a check broke it beyond repair); the next get makes anew."""
+        self._items.pop(name, None)
+        stack = self._stacks.pop(name, None)
+        if stack is not None:
+            stack.close()
+
+    def close(self) -> None:
+        for name in list(self._stacks):
+            self.drop(name)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
 @dataclass
 class Run:
-    """What a check gets: the class under test, the run's seed and a scratch folder of its own."""
+    """What a check gets: the class under test, the run's seed and a scratch folder of its own,
+    and what the checks of this grade share (`shared`, e.g. one cluster for all of them)."""
 
     target: type
     seed: int
     workdir: Path
-    shared: Any = None  # what the lab's `shared` set up once for all its checks (a cluster)
+    shared: Shared = field(default_factory=Shared)  # things made on first use (kit.py)
+    fixture: Any = None  # what the lab's own `shared` set up once for all its checks (Lab A)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,7 +115,7 @@ class Lab:
     checks: Sequence[Check]
     reference: str = ""  # dotted path of the reference solution
     # shared(target, seed, workdir): a context manager whose value every check gets as
-    # run.shared, entered once per grade (e.g. one cluster reused by the checks, not one each).
+    # run.fixture, entered once per grade (e.g. one cluster reused by the checks, not one each).
     shared: Callable[[type, int, Path], AbstractContextManager[Any]] | None = None
 
 
@@ -187,11 +223,11 @@ def load_target(dotted: str | type, interface: type) -> type:
     return cls
 
 
-def _run_one(check: Check, target: type, seed: int, shared: Any = None) -> Result:
+def _run_one(check: Check, target: type, seed: int, shared: Shared, fixture: Any = None) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix=f"paykit-grade-{check.name}-"))
     started = time.monotonic()
     try:
-        check.run(Run(target=target, seed=seed, workdir=workdir, shared=shared))
+        check.run(Run(target, seed, workdir, shared=shared, fixture=fixture))
         passed, hint = True, ""
     except Broken as broken:
         passed, hint = False, str(broken)
@@ -220,10 +256,12 @@ def grade(
     checks = [c for c in the_lab.checks if not only or c.name in only]
     shown = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
     workdir = Path(tempfile.mkdtemp(prefix=f"paykit-grade-{the_lab.name}-"))
+    shared = Shared()
     try:
-        with (the_lab.shared or _nothing_shared)(cls, seed, workdir) as shared:
-            results = [_run_one(c, cls, seed, shared) for c in checks]
+        with (the_lab.shared or _nothing_shared)(cls, seed, workdir) as fixture:
+            results = [_run_one(c, cls, seed, shared, fixture) for c in checks]
     finally:
+        shared.close()  # the clusters the checks shared: nothing is left running
         shutil.rmtree(workdir, ignore_errors=True)
     return Report(the_lab.name, shown, seed, results)
 

@@ -121,7 +121,9 @@ def test_lab_sheet_shape(path):
     assert max(len(c.source.splitlines()) for c in code) <= LAB_CELL_LINES_MAX
     assert format_problems(nb) == [], format_problems(nb)
     graded = graded_cells(nb)
-    assert graded and all("grade(" in nb.cells[i].source for i in graded)
+    assert graded and all(
+        "grade(" in nb.cells[i].source or "check_lab(" in nb.cells[i].source for i in graded
+    )
     assert "paykit lab grade " in markdown
     starters = [t for t in LINK.findall(markdown) if t.endswith("_starter.py")]
     assert starters and all((path.parent / t).exists() for t in starters)

@@ -47,7 +47,7 @@ def _direct(fn):
 
     @functools.wraps(fn)
     def check(run: Run) -> None:
-        b: Bench = run.shared
+        b: Bench = run.fixture
         cluster = b.cluster()
         cluster.cut(f"{DIRECT}->gateway")
         try:
@@ -204,7 +204,7 @@ def _on_cluster(fn):
 
     @functools.wraps(fn)
     def check(run: Run) -> None:
-        b: Bench = run.shared
+        b: Bench = run.fixture
         b.cluster()
         try:
             fn(b, run)
