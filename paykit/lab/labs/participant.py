@@ -104,10 +104,10 @@ def _commit_applies(b: Bench, run: Run) -> None:
     _vote(b, credit, "credit", payee, 300, "Prepare")
     stub = b.bank(DIRECT)
     on_debit = "Commit of a debit takes the amount off the payer and its hold away:"
-    call(on_debit, stub.Commit, pb.DecisionRequest(txn_id=debit))
+    call(on_debit, stub.Commit, pb.CommitRequest(txn_id=debit))
     _expect_books(b, payer, (700, 0), on_debit)
     on_credit = "Commit of a credit leg adds the amount to the payee's balance:"
-    call(on_credit, stub.Commit, pb.DecisionRequest(txn_id=credit))
+    call(on_credit, stub.Commit, pb.CommitRequest(txn_id=credit))
     _expect_books(b, payee, (350, 0), on_credit)
 
 
@@ -118,14 +118,14 @@ def _abort_releases(b: Bench, run: Run) -> None:
     _vote(b, first, "debit", acct, 300, "Prepare")
     _vote(b, second, "debit", acct, 200, "Prepare")
     stub = b.bank(DIRECT)
-    call("Abort of a prepared leg must succeed", stub.Abort, pb.DecisionRequest(txn_id=first))
+    call("Abort of a prepared leg must succeed", stub.Abort, pb.AbortRequest(txn_id=first))
     _expect_books(b, acct, (1_000, 200), "Abort releases that leg's hold, and only that one:")
     again = "a second Abort is a no-op (apply a decision once):"
-    call(again, stub.Abort, pb.DecisionRequest(txn_id=first))
+    call(again, stub.Abort, pb.AbortRequest(txn_id=first))
     _expect_books(b, acct, (1_000, 200), again)
-    if refused(stub.Commit, pb.DecisionRequest(txn_id=first)) is None:
+    if refused(stub.Commit, pb.CommitRequest(txn_id=first)) is None:
         raise Broken("Commit of an aborted leg must be refused (a decision is never changed)")
-    call("Abort", stub.Abort, pb.DecisionRequest(txn_id=second))
+    call("Abort", stub.Abort, pb.AbortRequest(txn_id=second))
     _expect_books(b, acct, (1_000, 0), "Abort releases the hold:")
 
 
@@ -138,7 +138,7 @@ def _duplicate_prepare(b: Bench, run: Run) -> None:
         if vote.vote != pb.VOTE_YES:
             raise Broken(f"a retried Prepare repeats the first vote (YES), the {attempt} said NO")
     _expect_books(b, acct, (1_000, 400), "a retried Prepare places no second hold:")
-    call("Abort", b.bank(DIRECT).Abort, pb.DecisionRequest(txn_id=txn))
+    call("Abort", b.bank(DIRECT).Abort, pb.AbortRequest(txn_id=txn))
 
 
 @_direct
@@ -149,13 +149,11 @@ def _duplicate_commit(b: Bench, run: Run) -> None:
     _vote(b, credit, "credit", payee, 250, "Prepare")
     stub = b.bank(DIRECT)
     for n in (1, 2, 3):
-        call(
-            f"Commit number {n} must be acknowledged", stub.Commit, pb.DecisionRequest(txn_id=debit)
-        )
+        call(f"Commit number {n} must be acknowledged", stub.Commit, pb.CommitRequest(txn_id=debit))
         call(
             f"Commit number {n} must be acknowledged",
             stub.Commit,
-            pb.DecisionRequest(txn_id=credit),
+            pb.CommitRequest(txn_id=credit),
         )
     _expect_books(b, payer, (750, 0), "a duplicate Commit changes nothing (apply it once):")
     _expect_books(b, payee, (250, 0), "a duplicate Commit changes nothing (apply it once):")
@@ -168,7 +166,7 @@ def _tombstone(b: Bench, run: Run) -> None:
     call(
         "an Abort before any Prepare must be acknowledged",
         b.bank(DIRECT).Abort,
-        pb.DecisionRequest(txn_id=txn),
+        pb.AbortRequest(txn_id=txn),
     )
     late = _vote(b, txn, "debit", acct, 300, "the late Prepare")
     if late.vote != pb.VOTE_NO:
@@ -183,7 +181,7 @@ def _tombstone(b: Bench, run: Run) -> None:
 def _decisions_need_prepare(b: Bench, run: Run) -> None:
     acct = b.new_account(DIRECT, 100)
     stub = b.bank(DIRECT)
-    err = refused(stub.Commit, pb.DecisionRequest(txn_id=_txn()))
+    err = refused(stub.Commit, pb.CommitRequest(txn_id=_txn()))
     if err is None or err.reason != "UNKNOWN_PAYMENT":
         raise Broken(
             "a Commit for a leg never prepared must be refused as UNKNOWN_PAYMENT (NOT_FOUND), "
@@ -191,7 +189,7 @@ def _decisions_need_prepare(b: Bench, run: Run) -> None:
         )
     declined = _txn()
     _vote(b, declined, "debit", acct, 500, "Prepare beyond the balance")
-    if refused(stub.Commit, pb.DecisionRequest(txn_id=declined)) is None:
+    if refused(stub.Commit, pb.CommitRequest(txn_id=declined)) is None:
         raise Broken("a leg that voted NO is aborted: a Commit for it must be refused")
     _expect_books(b, acct, (100, 0), "a refused Commit changes nothing:")
 

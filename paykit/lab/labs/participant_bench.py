@@ -136,7 +136,7 @@ class Bench:
     def balance(self, bank: str, account: str) -> tuple[int, int]:
         """(balance, held) as the bank's own GetBalance reports them."""
         b = self.bank(bank).GetBalance(
-            pb.BankBalanceRequest(account_id=account), timeout=10, wait_for_ready=True
+            pb.BankGetBalanceRequest(account_id=account), timeout=10, wait_for_ready=True
         )
         return b.balance_minor, b.held_minor
 
