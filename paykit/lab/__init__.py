@@ -14,6 +14,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     table, Progress                                    what a lesson shows (paykit.lab.display)
     race_payments, race_debits, check_debit, ...       the racing-payments lesson
     HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
+    links_table, fault_trial, leg_state, ...           the network lesson (paykit.lab.network)
     PaymentForm                                        the ipywidgets payment form
 """
 
@@ -51,6 +52,10 @@ _EXPORTS: dict[str, str] = {
     "blocking_window_s": "paykit.lab.blocking",
     "gateway_down_s": "paykit.lab.blocking",
     "crash_coordinator": "paykit.lab.blocking",
+    "links_table": "paykit.lab.network",
+    "fault_trial": "paykit.lab.network",
+    "leg_state": "paykit.lab.network",
+    "unanswered_questions": "paykit.lab.network",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",
