@@ -15,6 +15,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     race_payments, race_debits, check_debit, ...       the racing-payments lesson
     HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
     links_table, fault_trial, leg_state, ...           the network lesson (paykit.lab.network)
+    sweep_prepare_timeout, plot_sweep, ...             the timeouts lesson (paykit.lab.timeouts)
     PaymentForm                                        the ipywidgets payment form
 """
 
@@ -56,6 +57,10 @@ _EXPORTS: dict[str, str] = {
     "fault_trial": "paykit.lab.network",
     "leg_state": "paykit.lab.network",
     "unanswered_questions": "paykit.lab.network",
+    "timeout_payers": "paykit.lab.timeouts",
+    "sweep_prepare_timeout": "paykit.lab.timeouts",
+    "plot_sweep": "paykit.lab.timeouts",
+    "shortest_clean_timeout": "paykit.lab.timeouts",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",
