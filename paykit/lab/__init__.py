@@ -16,6 +16,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
     links_table, fault_trial, leg_state, ...           the network lesson (paykit.lab.network)
     sweep_prepare_timeout, plot_sweep, ...             the timeouts lesson (paykit.lab.timeouts)
+    attempt, certificate_attempts, guess_passwords     the attacks lesson (paykit.lab.threats)
     PaymentForm                                        the ipywidgets payment form
 """
 
@@ -61,6 +62,13 @@ _EXPORTS: dict[str, str] = {
     "sweep_prepare_timeout": "paykit.lab.timeouts",
     "plot_sweep": "paykit.lab.timeouts",
     "shortest_clean_timeout": "paykit.lab.timeouts",
+    "attempt": "paykit.lab.threats",
+    "session_with_token": "paykit.lab.threats",
+    "forged_token": "paykit.lab.threats",
+    "certificate_attempts": "paykit.lab.threats",
+    "guess_passwords": "paykit.lab.threats",
+    "checked_guesses": "paykit.lab.threats",
+    "plot_guesses": "paykit.lab.threats",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",
