@@ -17,6 +17,7 @@ does not import pandas or matplotlib until a name that needs them is used.
     links_table, fault_trial, leg_state, ...           the network lesson (paykit.lab.network)
     sweep_prepare_timeout, plot_sweep, ...             the timeouts lesson (paykit.lab.timeouts)
     attempt, certificate_attempts, guess_passwords     the attacks lesson (paykit.lab.threats)
+    time_split, payers_curve, plot_curve, ...          the performance lesson (paykit.lab.perf)
     PaymentForm                                        the ipywidgets payment form
 """
 
@@ -69,6 +70,15 @@ _EXPORTS: dict[str, str] = {
     "guess_passwords": "paykit.lab.threats",
     "checked_guesses": "paykit.lab.threats",
     "plot_guesses": "paykit.lab.threats",
+    "fsync_ms": "paykit.lab.perf",
+    "curve_gateway_args": "paykit.lab.perf",
+    "time_split": "paykit.lab.perf",
+    "plot_time_split": "paykit.lab.perf",
+    "payers_curve": "paykit.lab.perf",
+    "plot_curve": "paykit.lab.perf",
+    "speedup": "paykit.lab.perf",
+    "slowest_phase": "paykit.lab.perf",
+    "bank_rpcs_per_payment": "paykit.lab.perf",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",
