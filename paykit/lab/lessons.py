@@ -274,12 +274,13 @@ def refused_without_certificate(cluster) -> str:
 
 def refused_with_stranger_certificate(cluster) -> str:
     """Lesson 2: calls the gateway with a client certificate from another CA (a stranger's PKI)."""
-    stranger = ensure_identity(Path(tempfile.mkdtemp(prefix="paykit-stranger-")), CLIENT_CN)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=ensure_identity(cluster.pki_dir, CLIENT_CN).ca.read_bytes(),
-        private_key=stranger.key.read_bytes(),
-        certificate_chain=stranger.cert.read_bytes(),
-    )
+    with tempfile.TemporaryDirectory(prefix="paykit-stranger-") as folder:  # nothing left behind
+        stranger = ensure_identity(Path(folder), CLIENT_CN)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=ensure_identity(cluster.pki_dir, CLIENT_CN).ca.read_bytes(),
+            private_key=stranger.key.read_bytes(),
+            certificate_chain=stranger.cert.read_bytes(),
+        )
     return _try_call(cluster.gateway_address, creds)
 
 

@@ -86,3 +86,15 @@ def test_the_guesses_chart_has_three_lines():
         "checked with no throttle",
     ]
     assert list(ax.get_lines()[0].get_ydata()) == [1, 2, 2]
+
+
+def test_lesson_2s_stranger_certificate_leaves_no_folder_behind(
+    shared_cluster, tmp_path, monkeypatch
+):
+    import tempfile
+
+    from paykit.lab.lessons import refused_with_stranger_certificate
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp and friends write
+    assert refused_with_stranger_certificate(shared_cluster).startswith("refused")
+    assert list(tmp_path.iterdir()) == []
