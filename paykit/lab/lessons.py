@@ -274,7 +274,7 @@ def refused_without_certificate(cluster) -> str:
 
 def refused_with_stranger_certificate(cluster) -> str:
     """Lesson 2: calls the gateway with a client certificate from another CA (a stranger's PKI)."""
-    with tempfile.TemporaryDirectory(prefix="paykit-stranger-") as folder:  # nothing left behind
+    with tempfile.TemporaryDirectory(prefix="paykit-stranger-") as folder:  # gone once read
         stranger = ensure_identity(Path(folder), CLIENT_CN)
         creds = grpc.ssl_channel_credentials(
             root_certificates=ensure_identity(cluster.pki_dir, CLIENT_CN).ca.read_bytes(),
