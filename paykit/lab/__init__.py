@@ -14,6 +14,10 @@ does not import pandas or matplotlib until a name that needs them is used.
     table, Progress                                    what a lesson shows (paykit.lab.display)
     race_payments, race_debits, check_debit, ...       the racing-payments lesson
     HoldWatch, crash_coordinator, blocking_window_s    the coordinator-crash lesson
+    links_table, fault_trial, leg_state, ...           the network lesson (paykit.lab.network)
+    sweep_prepare_timeout, plot_sweep, ...             the timeouts lesson (paykit.lab.timeouts)
+    attempt, certificate_attempts, guess_passwords     the attacks lesson (paykit.lab.threats)
+    time_split, payers_curve, plot_curve, ...          the performance lesson (paykit.lab.perf)
     PaymentForm                                        the ipywidgets payment form
     grade                                              grade a lab (paykit.lab.grading)
     participant                                        Lab A's interface (paykit.bank.participant)
@@ -57,6 +61,30 @@ _EXPORTS: dict[str, str] = {
     "blocking_window_s": "paykit.lab.blocking",
     "gateway_down_s": "paykit.lab.blocking",
     "crash_coordinator": "paykit.lab.blocking",
+    "links_table": "paykit.lab.network",
+    "fault_trial": "paykit.lab.network",
+    "leg_state": "paykit.lab.network",
+    "unanswered_questions": "paykit.lab.network",
+    "timeout_payers": "paykit.lab.timeouts",
+    "sweep_prepare_timeout": "paykit.lab.timeouts",
+    "plot_sweep": "paykit.lab.timeouts",
+    "shortest_clean_timeout": "paykit.lab.timeouts",
+    "attempt": "paykit.lab.threats",
+    "session_with_token": "paykit.lab.threats",
+    "forged_token": "paykit.lab.threats",
+    "certificate_attempts": "paykit.lab.threats",
+    "guess_passwords": "paykit.lab.threats",
+    "checked_guesses": "paykit.lab.threats",
+    "plot_guesses": "paykit.lab.threats",
+    "fsync_ms": "paykit.lab.perf",
+    "curve_gateway_args": "paykit.lab.perf",
+    "time_split": "paykit.lab.perf",
+    "plot_time_split": "paykit.lab.perf",
+    "payers_curve": "paykit.lab.perf",
+    "plot_curve": "paykit.lab.perf",
+    "speedup": "paykit.lab.perf",
+    "slowest_phase": "paykit.lab.perf",
+    "bank_rpcs_per_payment": "paykit.lab.perf",
     "IdempotencyKeyReused": "paykit.core.errors",
     "InProgress": "paykit.core.errors",
     "NotAuthenticated": "paykit.core.errors",

@@ -328,7 +328,11 @@ class _Conn:
 
     def deliver_eof(self, direction: str, out: asyncio.Transport) -> None:
         if out.can_write_eof():
-            out.write_eof()
+            try:
+                out.write_eof()
+            except OSError:  # that side reset meanwhile, unseen: its reading stopped at its FIN
+                self.close(reset=True)
+                return
         self.eofs.add(direction)
         if len(self.eofs) == 2:  # both ends said FIN: an orderly close, as the peers meant
             self.close(reset=False)

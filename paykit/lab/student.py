@@ -245,6 +245,8 @@ SLOW_CALLS = {
     "make_traffic(": 2,
     "crash_coordinator(": 3,
     "run_chaos(": 6,
+    "sweep_prepare_timeout(": 4,  # a gateway restart per timeout
+    "payers_curve(": 3,  # two clusters' users registered and driven
 }
 
 
