@@ -114,7 +114,6 @@ def test_lab_sheet_shape(path):
     rule and a graded cell that runs the grader, names the command that grades the whole lab,
     and its starter module exists; the course map lists it."""
     nb = nbformat.read(path, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert nb.cells[0].cell_type == "markdown" and "You will learn" in nb.cells[0].source
     assert len(markdown.split()) >= LAB_READING_WORDS_MIN, f"{path.name}: the reading is short"
