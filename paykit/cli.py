@@ -7,6 +7,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from pathlib import Path
 
 from paykit.core import config
@@ -218,6 +219,15 @@ def _up_start_failed(exc: Exception, host: str, ports: dict[str, int]) -> None:
     print(f"paykit up: {lines[0][:200] if lines else 'a server failed'}{why}", file=sys.stderr)
 
 
+def _up_banner(cluster, host: str) -> None:
+    for row in cluster.status():
+        print(f"[paykit] {row['name']:8} pid {row['pid']:<7} listening on {host}:{row['port']}")
+    print(f"[paykit] data and logs in {cluster.data_dir}; PKI in {cluster.pki_dir}")
+    gateway_port = cluster.procs["gateway"].port
+    print(f"[paykit] in another terminal: paykit client --gateway 127.0.0.1:{gateway_port}")
+    print("[paykit] Ctrl+C stops all three.", flush=True)
+
+
 def cmd_up(args) -> int:
     from paykit.core.errors import Unavailable
     from paykit.lab.cluster import LocalCluster
@@ -244,25 +254,14 @@ def cmd_up(args) -> int:
         cluster.stop()
         _up_start_failed(exc, args.host, ports)
         return 1
-    try:
-        for row in cluster.status():
-            print(
-                f"[paykit] {row['name']:8} pid {row['pid']:<7} listening on "
-                f"{args.host}:{row['port']}"
-            )
-        print(f"[paykit] data and logs in {cluster.data_dir}; PKI in {cluster.pki_dir}")
-        gateway_port = cluster.procs["gateway"].port
-        print(f"[paykit] in another terminal: paykit client --gateway 127.0.0.1:{gateway_port}")
-        print("[paykit] Ctrl+C stops all three.", flush=True)
-        try:
-            while all(r["state"] != "stopped" for r in cluster.status()):
-                import time
-
-                time.sleep(0.5)
-            print("[paykit] a server stopped on its own; stopping the others", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\n[paykit] stopping...")
+    try:  # Ctrl+C at any moment from here on stops all three and exits 0
+        _up_banner(cluster, args.host)
+        while all(r["state"] != "stopped" for r in cluster.status()):
+            time.sleep(0.5)
+        print("[paykit] a server stopped on its own; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\n[paykit] stopping...")
     finally:
         cluster.stop()
     print("[paykit] all stopped")

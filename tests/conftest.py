@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -116,3 +117,9 @@ def leg_states(cluster: LocalCluster, payment_id: str) -> tuple[str | None, str 
         read_bank("BankA", cluster.bank_db("BankA")).txn_states.get(f"{payment_id}.debit"),
         read_bank("BankB", cluster.bank_db("BankB")).txn_states.get(f"{payment_id}.credit"),
     )
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT as a terminal's foreground job has it: a suite run in the background (`make test
+    &`) starts with SIGINT ignored, and a child would inherit that and never see Ctrl+C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

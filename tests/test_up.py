@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ctrl_c_as_in_a_terminal
 
 from paykit import LocalCluster
 from paykit.cli import _up_start_failed
@@ -34,6 +35,7 @@ def up(tmp_path, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PAYKIT_HOME": str(tmp_path / "home")},
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ctrl_c_as_in_a_terminal
 
 SEED_SESSION = """\
 register user1 password123 bank123 1000
@@ -88,6 +89,7 @@ def test_paykit_up_serves_the_seed_ports_and_ctrl_c_stops_all_three(tmp_path):
         text=True,
         env=env,
         start_new_session=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     pids, deadline = [], time.monotonic() + 60
     try:
