@@ -68,6 +68,9 @@ def make_server(
     return server, bound
 
 
+CONNECT_TIMEOUT_MS = 5_000  # one connection attempt, handshakes included (see secure_channel)
+
+
 def secure_channel(target: str, tls: TLSFiles, *, server_name: str | None = None) -> grpc.Channel:
     """A mutual-TLS channel. With `server_name` (a paykit common name) the server must present
     that identity's certificate: another holder of a certificate from our CA cannot pose as it."""
@@ -81,6 +84,11 @@ def secure_channel(target: str, tls: TLSFiles, *, server_name: str | None = None
             # Reconnect quickly after a server restart (default backoff grows to 120 s).
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
-            ("grpc.min_reconnect_backoff_ms", 100),
+            # Not a backoff at all: grpc core uses it as the deadline of one whole connection
+            # attempt (TCP, TLS handshake, HTTP/2 settings; its MIN_CONNECT_TIMEOUT, 20 s by
+            # default; grpc/grpc#33423). At 100 ms a link slower than ~50 ms each way, or a busy
+            # machine, failed new channels with "Handshake read failed". A refused connection
+            # still fails at once; a call's own deadline still bounds how long it waits.
+            ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
         ],
     )

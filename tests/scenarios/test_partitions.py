@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import OPENING_MINOR, new_payer, signed_in
+from conftest import OPENING_MINOR, PASSWORD, new_payer, signed_in
 
 from paykit import LocalCluster
 from paykit.client.models import QUEUED_UNREACHABLE
@@ -230,3 +230,23 @@ def test_faults_name_processes_or_links_and_refuse_the_rest(net):
     isolated = net.partition("BankB")
     assert sorted(s.link for s in isolated) == ["BankB->gateway", "gateway->BankB"]
     assert repr(isolated[0]).startswith("<link gateway->BankB: dropped both ways")
+
+
+def test_a_fresh_client_connects_over_a_slow_link(net):
+    # grpc's min_reconnect_backoff_ms is also the deadline of a whole connection attempt (TCP,
+    # TLS, HTTP/2 settings): at 100 ms, a link slower than ~50 ms each way could never connect a
+    # new channel ("Handshake read failed"), and a loaded machine failed fresh channels at times.
+    net.delay("client", "gateway", ms=80)
+    try:
+        fresh = net.session()
+        connected_at = time.monotonic()
+        fresh.register(
+            f"slow{uuid.uuid4().hex[:8]}",
+            PASSWORD,
+            f"slow-{uuid.uuid4().hex[:8]}",
+            OPENING_MINOR,
+            "BankA",
+        )
+        assert time.monotonic() - connected_at < 10
+    finally:
+        net.heal()
