@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,6 @@ from leftovers import pytest_configure, pytest_sessionfinish  # noqa: F401
 
 from paykit import LocalCluster, PaymentClient
 from paykit.client.session import GatewaySession
-from paykit.core.errors import ConnectFailed
 from paykit.lab.check import read_bank
 
 PASSWORD = "password123"
@@ -90,24 +88,9 @@ def new_payer(cluster: LocalCluster) -> GatewaySession:
     """A fresh user at BankA; each call is one send (the client's retries are the test's)."""
     name = f"payer{next(_payers)}"
     payer = cluster.session()
-    connected(lambda: payer.register(name, PASSWORD, f"{name}-acct", OPENING_MINOR, "BankA"))
+    payer.register(name, PASSWORD, f"{name}-acct", OPENING_MINOR, "BankA")
     payer.authenticate(name, PASSWORD)
     return payer
-
-
-def connected(call, timeout_s: float = 10.0):
-    """call(), sent again while its channel's first connection fails (ConnectFailed: the request
-    never left, so sending again is safe). Under a parallel suite on a loaded machine a fresh
-    channel's first handshake has failed once in CI ("Handshake read failed"); a test's setup is
-    not what it tests."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return call()
-        except ConnectFailed:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def leg_states(cluster: LocalCluster, payment_id: str) -> tuple[str | None, str | None]:
