@@ -16,7 +16,11 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 # (folder in the checkout, folder in the package, files to take)
 COPIED = (
-    ("lessons", "lessons", ("[0-9][0-9]_*.ipynb", "README.md")),
+    (
+        "lessons",
+        "lessons",
+        ("[0-9][0-9]_*.ipynb", "README.md", "labs/lab_*.ipynb", "labs/*_starter.py"),
+    ),
     ("jupyter-config", "jupyter-config", ("**/*.json", "README.md")),
 )
 

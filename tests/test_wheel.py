@@ -89,8 +89,10 @@ def test_lessons_copy_from_the_installed_wheel(installed, tmp_path):
               env=outside_env(tmp_path))  # fmt: skip
     copied = sorted(p.name for p in (tmp_path / "course").iterdir())
     lessons = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
-    assert copied == sorted([*lessons, "README.md"]), out.stdout
-    for name in copied:
+    assert copied == sorted([*lessons, "README.md", "labs"]), out.stdout
+    labs = sorted(p.name for p in (ROOT / "lessons" / "labs").glob("lab_*.ipynb"))
+    assert labs and set(labs) <= {p.name for p in (tmp_path / "course" / "labs").iterdir()}
+    for name in [*lessons, "README.md", *(f"labs/{n}" for n in labs)]:
         assert (tmp_path / "course" / name).read_bytes() == (ROOT / "lessons" / name).read_bytes()
     # ... with the Jupyter settings `paykit lessons open` gives JupyterLab; and the student
     # versions' tool (teachers) finds the packaged lessons too

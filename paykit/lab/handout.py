@@ -29,10 +29,15 @@ LESSON_GLOB = "[0-9][0-9]_*.ipynb"
 DEFAULT_DIR = "paykit-lessons"
 
 
+LAB_GLOBS = ("labs/lab_*.ipynb", "labs/*_starter.py")  # a lab sheet imports its starter
+
+
 def lesson_files(source: Path | None = None) -> list[Path]:
-    """The files a student gets: the numbered notebooks, then the course map."""
+    """The files a student gets: the numbered notebooks, the course map, the labs' sheets and
+    starters (in labs/, as in the checkout, so the course map's links work)."""
     source = source or packaged.lessons_dir()
-    return sorted(source.glob(LESSON_GLOB)) + [source / "README.md"]
+    labs = [p for pattern in LAB_GLOBS for p in sorted(source.glob(pattern))]
+    return [*sorted(source.glob(LESSON_GLOB)), source / "README.md", *labs]
 
 
 def copy_lessons(target: Path, *, force: bool = False, source: Path | None = None) -> list[Path]:
@@ -40,10 +45,12 @@ def copy_lessons(target: Path, *, force: bool = False, source: Path | None = Non
     FileExistsError, naming them, when files are there already and `force` is false; then
     nothing is written."""
     target = Path(target)
+    source = source or packaged.lessons_dir()
     files = lesson_files(source)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{str(target)[:200]} is a file, not a folder")
-    there = [target / f.name for f in files if (target / f.name).exists()]
+    there = [target / f.relative_to(source) for f in files]
+    there = [p for p in there if p.exists()]
     if there and not force:
         names = ", ".join(p.name for p in there[:3]) + (" ..." if len(there) > 3 else "")
         raise FileExistsError(
@@ -53,8 +60,10 @@ def copy_lessons(target: Path, *, force: bool = False, source: Path | None = Non
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for f in files:
-        shutil.copyfile(f, target / f.name)
-        written.append(target / f.name)
+        out = target / f.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, out)
+        written.append(out)
     return written
 
 

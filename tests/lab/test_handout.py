@@ -37,7 +37,11 @@ def test_copy_writes_every_lesson_and_says_so(tmp_path):
     out = paykit("lessons", "copy", str(target))
     assert out.returncode == 0, out.stderr
     lessons = sorted(p.name for p in packaged.lessons_dir().glob("[0-9][0-9]_*.ipynb"))
-    assert sorted(p.name for p in target.iterdir()) == sorted([*lessons, "README.md"])
+    labs = sorted(p.name for p in (packaged.lessons_dir() / "labs").glob("lab_*.ipynb"))
+    starters = sorted(p.name for p in (packaged.lessons_dir() / "labs").glob("*_starter.py"))
+    assert sorted(p.name for p in target.iterdir()) == sorted([*lessons, "README.md", "labs"])
+    assert sorted(p.name for p in (target / "labs").iterdir()) == sorted([*labs, *starters])
+    assert labs and starters  # each sheet beside the starter it imports
     for name in lessons:
         assert f"[lessons] wrote {target / name}" in out.stdout
         assert (target / name).read_bytes() == (packaged.lessons_dir() / name).read_bytes()
