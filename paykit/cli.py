@@ -423,7 +423,7 @@ def _add_gateway(sub) -> None:
 
 def _check_lab_classes(args) -> None:
     """A student's class that does not load is refused before the gateway starts."""
-    from paykit.gateway import plugins
+    from paykit.core import plugins
     from paykit.gateway.decisions import CoordinatorBase
     from paykit.gateway.keystore import IdempotencyStoreBase
 

@@ -23,7 +23,6 @@ No grpc here: the server gives `resolve` its way of asking (`ask`).
 
 from __future__ import annotations
 
-import importlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +40,7 @@ from paykit.bank.ledger import (
     _between_legs,
     check_batch,
 )
-from paykit.core import failpoints
+from paykit.core import failpoints, plugins
 from paykit.core.clock import now_ms
 from paykit.core.errors import (
     InvalidInput,
@@ -75,7 +74,6 @@ __all__ = [
 # ask(txn_id, coordinator) -> the coordinator's answer, or None when it did not answer
 # (unreachable, timed out). The coordinator named by the Prepare; the server may override it.
 Ask = Callable[[str, str], Decision | None]
-TARGET_MAX_CHARS = 200
 
 
 class StoreRefused(ProtocolViolation):
@@ -387,18 +385,4 @@ class LedgerParticipant(Participant):
 
 def load_participant_class(dotted: str) -> type[Participant]:
     """The Participant subclass named "package.module:Class" (the module on sys.path)."""
-    if len(dotted) > TARGET_MAX_CHARS:
-        raise InvalidInput(f"a participant class is at most {TARGET_MAX_CHARS} characters")
-    module_name, sep, attr = dotted.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidInput(f"participant class {dotted[:40]!r} is not of the form module:Class")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # a student's module may fail in any way: say how, briefly
-        raise InvalidInput(
-            f"cannot import {module_name[:40]!r}: {type(exc).__name__}: {str(exc)[:120]}"
-        ) from exc
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, Participant)):
-        raise InvalidInput(f"{dotted[:60]!r} is not a subclass of {__name__}.Participant")
-    return cls
+    return plugins.load_class(dotted, Participant)

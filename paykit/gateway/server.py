@@ -8,14 +8,14 @@ from pathlib import Path
 
 import grpc
 
-from paykit.core import eventlog, paging
+from paykit.core import eventlog, paging, plugins
 from paykit.core.config import GatewayConfig
 from paykit.core.db import Database
 from paykit.core.errors import InvalidInput, PermissionDenied, UnknownPayment, field_of
 from paykit.core.ids import check_account_id, prefix
 from paykit.core.money import OPENING_BALANCE_MAX_MINOR, check_amount_minor, format_minor
 from paykit.core.twopc import Decision
-from paykit.gateway import idempotency, payments, plugins, users
+from paykit.gateway import idempotency, payments, users
 from paykit.gateway.banks import BankChannels
 from paykit.gateway.coordinator import DRIVE_INLINE_S, Coordinator
 from paykit.gateway.decisions import CoordinatorBase, PluggedCoordinator

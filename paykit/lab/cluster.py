@@ -121,7 +121,7 @@ class LocalCluster:
         if not banks:
             raise InvalidInput("a cluster needs at least one bank")
         # Each bank's 2PC participant: "module:Class" (a lab's student code), or the kit's own.
-        self.participant, self._import_root = participant_target(participant)
+        self.participant = participant_target(participant)
         self.data_dir = (
             Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="paykit-cluster-"))
         )
@@ -137,7 +137,8 @@ class LocalCluster:
         self.gateway_args = ("--batching", "on" if batching else "off", *gateway_args)
         # The labs: a student's rules ("module:Class") run in the gateway in place of its own.
         self.gateway_args += _lab_classes(coordinator=coordinator, idempotency=idempotency)
-        self._python_path = _module_folders(coordinator, idempotency)
+        # The folders of a student's modules (a lab's), so the servers' processes import them.
+        self._python_path = _module_folders(self.participant, coordinator, idempotency)
         self.host = host
         ports = ports or {}
         self.procs = {
@@ -380,11 +381,9 @@ class LocalCluster:
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        # The folders of a student's modules (a lab's), so the servers' processes import them.
-        folders = [p for p in (self._import_root, *self._python_path) if p]
-        if folders:
+        if self._python_path:
             env["PYTHONPATH"] = os.pathsep.join(
-                [*dict.fromkeys(folders), *filter(None, [env.get("PYTHONPATH")])]
+                [*self._python_path, *filter(None, [env.get("PYTHONPATH")])]
             )
         return env
 
@@ -569,10 +568,10 @@ class LocalCluster:
         return pd.DataFrame(rows)
 
 
-def participant_target(participant: str | type | None) -> tuple[str, str]:
-    """("module:Class", the folder its module imports from) of a participant class or path."""
+def participant_target(participant: str | type | None) -> str:
+    """The "module:Class" of a participant class or path, checked: a bank can import it."""
     if participant is None or participant == "":
-        return "", ""
+        return ""
     if isinstance(participant, type):
         participant = f"{participant.__module__}:{participant.__qualname__}"
     module_name, sep, attr = participant.partition(":")
@@ -583,15 +582,8 @@ def participant_target(participant: str | type | None) -> tuple[str, str]:
             "a participant class defined in a notebook or script cannot be imported by a bank's "
             "process: put it in a module (%%writefile mylab.py) and pass 'mylab:Class'"
         )
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        raise InvalidInput(f"cannot find module {module_name[:40]!r} (is its folder on sys.path?)")
-    origin = Path(spec.origin).resolve()
-    depth = module_name.count(".") + (1 if origin.name == "__init__.py" else 0)
-    return participant, str(origin.parents[depth])
+    _module_folder(participant)  # found here, so the banks can import it
+    return participant
 
 
 def _lab_classes(**classes: str) -> tuple[str, ...]:
@@ -601,18 +593,23 @@ def _lab_classes(**classes: str) -> tuple[str, ...]:
 
 
 def _module_folders(*dotted: str) -> list[str]:
-    """The folder each "module:Class" is imported from here (its top package's parent)."""
-    folders = []
-    for path in filter(None, dotted):
-        top = path.partition(":")[0].split(".")[0]
-        spec = importlib.util.find_spec(top)
-        if spec is None or spec.origin in (None, "built-in", "frozen"):
-            raise InvalidInput(f"cannot find module {top[:40]!r} to run in the gateway")
-        origin = Path(spec.origin)
-        folder = origin.parent.parent if origin.name == "__init__.py" else origin.parent
-        if str(folder) not in folders:
-            folders.append(str(folder))
-    return folders
+    """The folders the "module:Class" paths import from here, each once."""
+    return list(dict.fromkeys(_module_folder(path) for path in dotted if path))
+
+
+def _module_folder(dotted: str) -> str:
+    """The folder "module:Class" is imported from here (its top package's parent), which the
+    servers' processes then get on their PYTHONPATH."""
+    module_name = dotted.partition(":")[0]
+    try:
+        spec = importlib.util.find_spec(module_name)  # the module itself: its top package may
+    except (ImportError, ValueError):  # be a namespace package, which has no file
+        spec = None
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        raise InvalidInput(f"cannot find module {module_name[:40]!r} (is its folder on sys.path?)")
+    origin = Path(spec.origin).resolve()
+    depth = module_name.count(".") + (1 if origin.name == "__init__.py" else 0)
+    return str(origin.parents[depth])
 
 
 @atexit.register

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from paykit.core import plugins
 from paykit.core.errors import InvalidInput
-from paykit.gateway import plugins
 from paykit.gateway.decisions import CoordinatorBase, TwoPhaseRules
 from paykit.gateway.keystore import IdempotencyStoreBase, SqlKeys
 

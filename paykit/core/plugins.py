@@ -1,7 +1,8 @@
-"""A class named on the command line ("package.module:Class"), for the gateway's pluggable rules.
+"""A class named on the command line ("package.module:Class"): the labs' pluggable parts.
 
-`paykit gateway --coordinator-class mylab:MyCoordinator --idempotency-class mylab:MyStore` runs
-a student's rules (the labs, paykit/lab/labs) in place of the gateway's own.
+`paykit bank --participant-class mylab:MyParticipant`, `paykit gateway --coordinator-class
+mylab:MyCoordinator --idempotency-class mylab:MyStore` run a student's rules (the labs,
+paykit/lab/labs) in place of the kit's own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def load_class(dotted: str, base: type) -> type:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any error of the named module: say which, briefly
-        raise InvalidInput(f"cannot import {_shown(module_name)}: {type(exc).__name__}") from exc
+        raise InvalidInput(
+            f"cannot import {_shown(module_name)}: {type(exc).__name__}: {str(exc)[:120]}"
+        ) from exc
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise InvalidInput(
