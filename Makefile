@@ -41,11 +41,10 @@ test: $(TESTING)
 lint: $(TESTING)
 	$(BIN)/ruff check paykit tests
 
-# Regenerates the gRPC stubs in paykit/v1 from proto/ and copies the proto next to them, so the
-# package ships it (tests/test_proto.py checks both are fresh). proto/ is the source: edit there.
+# Regenerates the gRPC stubs in paykit/v1 from proto/ (tests/test_proto.py checks they are fresh).
+# proto/ is the source: edit there; a wheel carries a copy next to the stubs (setup.py).
 proto: $(TESTING)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/paykit/v1/payment.proto
-	cp proto/paykit/v1/payment.proto paykit/v1/payment.proto
 
 up: $(CORE)
 	$(BIN)/paykit up

@@ -1,10 +1,10 @@
-"""Build hook: the wheel carries the lessons and the Jupyter settings they open with.
+"""Build hook: the wheel carries the lessons, the Jupyter settings they open with, and the proto.
 
-Everything else is in pyproject.toml. lessons/ and jupyter-config/ stay at the top of the
-checkout, where lesson authors, nbval (`make test`) and `make lab` use them; a wheel gets a
-copy made at build time (paykit/lessons/, paykit/jupyter-config/), so there is one source and
-no committed duplicate. An editable install (`make setup`) copies nothing: paykit.packaged
-finds the checkout's folders instead.
+Everything else is in pyproject.toml. lessons/, jupyter-config/ and proto/ stay at the top of
+the checkout, where lesson authors, nbval (`make test`), `make lab` and `make proto` use them; a
+wheel gets a copy made at build time (paykit/lessons/, paykit/jupyter-config/,
+paykit/v1/payment.proto), so there is one source and no committed duplicate. An editable
+install (`make setup`) copies nothing: paykit.packaged finds the checkout's files instead.
 """
 
 import shutil
@@ -22,6 +22,7 @@ COPIED = (
         ("[0-9][0-9]_*.ipynb", "README.md", "labs/lab_*.ipynb", "labs/*_starter.py"),
     ),
     ("jupyter-config", "jupyter-config", ("**/*.json", "README.md")),
+    ("proto/paykit/v1", "v1", ("payment.proto",)),  # the contract, next to its stubs
 )
 
 

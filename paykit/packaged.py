@@ -1,8 +1,8 @@
 """Files paykit ships besides its code, found the same way in a checkout and in a wheel.
 
     seed_csv()            the seed accounts (bank,account_id,opening_balance): paykit/data/
-    proto_file()          payment.proto, next to its stubs in paykit/v1 (`make proto` copies it
-                          from proto/, the source; tests/test_proto.py checks they are the same)
+    proto_file()          payment.proto: next to its stubs in a wheel (setup.py copies it in at
+                          build time), else proto/ of the checkout, its one source
     lessons_dir()         the lessons: paykit/lessons in a wheel (setup.py copies them in at
                           build time), else lessons/ of the checkout (an editable install)
     jupyter_config_dir()  the Jupyter settings the lessons open with (no news pop-up), the same way
@@ -24,7 +24,10 @@ def seed_csv() -> Path:
 
 
 def proto_file() -> Path:
-    return PACKAGE / "v1" / "payment.proto"
+    for path in (PACKAGE / "v1" / "payment.proto", CHECKOUT / "proto/paykit/v1/payment.proto"):
+        if path.is_file():
+            return path
+    raise FileNotFoundError("paykit's payment.proto is missing; reinstall paykit")
 
 
 def _shipped(name: str, marker: str) -> Path:
