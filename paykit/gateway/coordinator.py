@@ -107,18 +107,11 @@ class Coordinator:
         """Runs one payment exactly once per (user, key); returns its id and the PayResponse
         bytes."""
         parties = (from_bank, from_account, to_bank, to_account)
-        record = PaymentRecord(
-            uuid.uuid4().hex, username, key, *parties, amount_minor, created_unix_ms=now_ms()
-        )
-        with self._deciding_lock:
-            self._deciding.add(record.payment_id)  # before the row exists: never seen stranded
+        record = self._new_payment(username, key, parties, amount_minor)
         try:
-            replayed = self._claim(record)  # step 1
+            replayed = self._begin(record)  # step 1
             if replayed is not None:
                 return replayed
-            eventlog.event(
-                "2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username
-            )
             decision, reason, message = self._votes(record)  # step 2
             response = self._decide(record, decision, reason, message)  # step 3
             if not response:  # decided by someone else (not expected): the key replays it
@@ -129,6 +122,30 @@ class Coordinator:
         self._drive(replace(record, decision=decision), inline=True)  # step 4
         failpoints.hit("gateway.before_reply")
         return record.payment_id, response
+
+    def _new_payment(
+        self, username: str, key: str, parties: tuple[str, str, str, str], amount_minor: int
+    ) -> PaymentRecord:
+        """A new payment's record, marked as being decided before its row exists (so the
+        sweeper never sees it stranded); the caller's `finally` unmarks it."""
+        record = PaymentRecord(
+            uuid.uuid4().hex, username, key, *parties, amount_minor, created_unix_ms=now_ms()
+        )
+        with self._deciding_lock:
+            self._deciding.add(record.payment_id)
+        return record
+
+    def _begin(self, record: PaymentRecord) -> tuple[str, bytes] | None:
+        """Step 1: claims the key; the stored answer to replay, or None and the payment begins."""
+        replayed = self._claim(record)
+        if replayed is None:
+            eventlog.event(
+                "2pc.begin",
+                txn_id=record.payment_id,
+                amount_minor=record.amount_minor,
+                user=record.username,
+            )
+        return replayed
 
     def _votes(self, p: PaymentRecord) -> tuple[Decision, str, str]:
         """Step 2, and whatever goes wrong in it of our own making is an ABORT, never undecided."""

@@ -20,7 +20,6 @@ parallel sends.
 from __future__ import annotations
 
 import time
-import uuid
 from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import replace
@@ -263,18 +262,11 @@ class PluggedCoordinator(Coordinator):
         key: str,
     ) -> tuple[str, bytes]:
         parties = (from_bank, from_account, to_bank, to_account)
-        record = PaymentRecord(
-            uuid.uuid4().hex, username, key, *parties, amount_minor, created_unix_ms=now_ms()
-        )
-        with self._deciding_lock:
-            self._deciding.add(record.payment_id)
+        record = self._new_payment(username, key, parties, amount_minor)
         try:
-            replayed = self._claim(record)
+            replayed = self._begin(record)
             if replayed is not None:
                 return replayed
-            eventlog.event(
-                "2pc.begin", txn_id=record.payment_id, amount_minor=amount_minor, user=username
-            )
             self.rules.run(replace(record))
         finally:
             with self._deciding_lock:  # one lock owns both: what is being decided, and answers

@@ -22,7 +22,6 @@ from paykit.core.twopc import CREDIT, DEBIT, Decision, Vote, leg_txn_id
 from paykit.gateway import idempotency, payments
 from paykit.gateway.decisions import CoordinatorBase, PluggedCoordinator
 from paykit.gateway.payments import PaymentRecord
-from paykit.lab.chaos import ChaosConfig, run_chaos
 from paykit.lab.check import read_gateway
 from paykit.lab.grading import Broken, Check, Lab, Run
 from paykit.lab.labs import kit
@@ -387,24 +386,7 @@ def _crash_at(c, payer, bob: str, failpoint: str, status: int) -> None:
 def chaos(run: Run) -> None:
     """A short seeded chaos run: kills and failpoint crashes of the gateway and banks, lost
     replies; every invariant must hold afterwards."""
-    report = run_chaos(
-        ChaosConfig(
-            seed=run.seed,
-            duration_s=6.0,
-            banks=2,
-            accounts=4,
-            payers=3,
-            fault_every_s=1.0,
-            down_max_s=1.0,
-            faults=("kill", "failpoint", "drop-replies"),
-            data_dir=run.workdir / "chaos",
-        ),
-        progress=None,
-        cluster_options={"coordinator": kit.dotted(run.target)},
-    )
-    if not report.ok:
-        broken = kit.violated(report.invariants)
-        raise Broken(f"chaos (seed {run.seed}) broke atomic commitment: {broken}")
+    kit.gateway_chaos(run, "atomic commitment", coordinator=kit.dotted(run.target))
 
 
 def _safe(fn):

@@ -26,7 +26,6 @@ from paykit.gateway.keystore import (
     prune_all,
 )
 from paykit.gateway.payments import PaymentRecord
-from paykit.lab.chaos import ChaosConfig, run_chaos
 from paykit.lab.check import read_gateway
 from paykit.lab.grading import Broken, Check, Lab, Run
 from paykit.lab.labs import kit
@@ -425,24 +424,7 @@ def retention(run: Run) -> None:
 def chaos(run: Run) -> None:
     """A short seeded chaos run: gateway kills and failpoint crashes, lost replies; clients
     resend with their keys, and every invariant must hold."""
-    report = run_chaos(
-        ChaosConfig(
-            seed=run.seed,
-            duration_s=6.0,
-            banks=2,
-            accounts=4,
-            payers=3,
-            fault_every_s=1.0,
-            down_max_s=1.0,
-            faults=("kill", "failpoint", "drop-replies"),
-            data_dir=run.workdir / "chaos",
-        ),
-        progress=None,
-        cluster_options={"idempotency": kit.dotted(run.target)},
-    )
-    if not report.ok:
-        broken = kit.violated(report.invariants)
-        raise Broken(f"chaos (seed {run.seed}) broke exactly-once: {broken}")
+    kit.gateway_chaos(run, "exactly-once", idempotency=kit.dotted(run.target))
 
 
 LAB = Lab(

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from paykit.client.session import GatewaySession
 from paykit.core.errors import PaykitError
+from paykit.lab.chaos import ChaosConfig, run_chaos
 from paykit.lab.check import check_invariants
 from paykit.lab.cluster import LocalCluster
 from paykit.lab.grading import Broken, Run
@@ -71,6 +72,28 @@ def settled(c: LocalCluster, hint: str, timeout_s: float = SETTLE_TIMEOUT_S) -> 
         if time.monotonic() > deadline:
             raise Broken(f"{hint}: {violated(report)}")
         time.sleep(0.1)
+
+
+def gateway_chaos(run: Run, broke: str, **cluster_options) -> None:
+    """A short seeded chaos run on the student's gateway part (cluster_options names it): kills
+    and failpoint crashes of the gateway and banks, lost replies; every invariant must hold."""
+    report = run_chaos(
+        ChaosConfig(
+            seed=run.seed,
+            duration_s=6.0,
+            banks=2,
+            accounts=4,
+            payers=3,
+            fault_every_s=1.0,
+            down_max_s=1.0,
+            faults=("kill", "failpoint", "drop-replies"),
+            data_dir=run.workdir / "chaos",
+        ),
+        progress=None,
+        cluster_options=cluster_options,
+    )
+    if not report.ok:
+        raise Broken(f"chaos (seed {run.seed}) broke {broke}: {violated(report.invariants)}")
 
 
 def violated(report) -> str:
