@@ -186,6 +186,24 @@ def _shown(text: str) -> str:
     return repr(text[:SHOWN_CHARS] + ("..." if len(text) > SHOWN_CHARS else ""))
 
 
+def model_settings(max_examples: int, **more):
+    """hypothesis settings for a lab's model check: the same scenarios for every student
+    (derandomized, no example database), quiet, no deadline, and no shrinking: the first broken
+    scenario is reported at once, as a hint, not minimised for minutes."""
+    from hypothesis import HealthCheck, Phase, Verbosity, settings
+
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        verbosity=Verbosity.quiet,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        **more,
+    )
+
+
 def load_lab(name: str) -> Lab:
     if len(name) > TARGET_MAX_CHARS or name not in LABS:
         raise GradeError(f"no lab {_shown(name)}: the labs are {', '.join(LABS)}")

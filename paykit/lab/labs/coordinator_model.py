@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import Future
 
 from paykit.core.twopc import DEBIT, Decision, Vote, leg_txn_id
-from paykit.lab.grading import Broken, Run
+from paykit.lab.grading import Broken, Run, model_settings
 
 VOTES = ("yes", "no", "none", "late yes", "late no")
 LATE_S = 0.05
@@ -66,7 +66,7 @@ def _one(gw, a: str, b: str, down: bool, restart: bool) -> None:
 
 
 def model_check(run: Run, gateway_factory) -> None:
-    from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+    from hypothesis import example, given
     from hypothesis import strategies as st
     from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -80,15 +80,7 @@ def model_check(run: Run, gateway_factory) -> None:
             test = example(payments=payments)(test)
         return test
 
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        verbosity=Verbosity.quiet,
-        phases=[Phase.explicit, Phase.generate],  # no shrinking: the first scenario found
-        suppress_health_check=list(HealthCheck),
-    )
+    @model_settings(EXAMPLES)
     @explicit
     @given(payments=st.lists(payment, min_size=1, max_size=2))
     def scenarios(payments) -> None:

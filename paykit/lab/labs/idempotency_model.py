@@ -9,7 +9,7 @@ import uuid
 from paykit.core.errors import IdempotencyKeyExpired, IdempotencyKeyReused, InProgress
 from paykit.core.twopc import Decision
 from paykit.gateway.idempotency import Claim, fingerprint
-from paykit.lab.grading import Broken, Run
+from paykit.lab.grading import Broken, Run, model_settings
 
 USERS = ("ada", "bob")
 PARAMS = (("BankA", "a-acct", "BankB", "b-acct", 500), ("BankA", "a-acct", "BankB", "b-acct", 900))
@@ -127,7 +127,7 @@ EXPLICIT = [
 
 def model_check(run: Run, keys_factory) -> None:
     """Random sequences of steps, each on a fresh database: the store must answer as the model."""
-    from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+    from hypothesis import example, given
     from hypothesis.configuration import set_hypothesis_home_dir
 
     examples = iter(range(10**6))
@@ -137,16 +137,7 @@ def model_check(run: Run, keys_factory) -> None:
             test = example(steps=steps)(test)
         return test
 
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        verbosity=Verbosity.quiet,
-        # No shrinking: the first sequence found is reported, at once.
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @model_settings(EXAMPLES)
     @explicit
     @given(steps=_steps())
     def sequences(steps) -> None:
